@@ -1,0 +1,195 @@
+/* arena.c -- see pp_arena.h.
+ *
+ * Each chunk is one mmap.  A block carries a 16-byte header holding its size
+ * so that a realloc hook can copy it. */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include "pp_arena.h"
+
+#include <errno.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+struct pp_arena_chunk {
+    pp_arena_chunk *next;
+    size_t size;             /* mapped bytes, header included */
+    size_t off;              /* next free offset from the chunk start */
+};
+
+#define HDR 16u
+#define CHUNK_HDR ((sizeof(pp_arena_chunk) + 15u) & ~(size_t)15u)
+
+static size_t
+page_size(void)
+{
+    static size_t ps;
+
+    if (ps == 0)
+        ps = (size_t)sysconf(_SC_PAGESIZE);
+    return ps;
+}
+
+int
+pp_region_reserve(pp_region *r, size_t size)
+{
+    size_t ps = page_size();
+    void *p;
+    int rc;
+
+    size = (size + ps - 1) & ~(ps - 1);
+    p = mmap(NULL, size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+             -1, 0);
+    if (p == MAP_FAILED)
+        return -errno;
+    if ((rc = pthread_mutex_init(&r->mu, NULL)) != 0) {
+        munmap(p, size);
+        return -rc;
+    }
+    r->base = p;
+    r->size = size;
+    r->used = 0;
+    return 0;
+}
+
+/* Takes size bytes (a page multiple) from the region, readable and
+ * writable.  Returns NULL with errno set when the region is full. */
+static void *
+region_take(pp_region *r, size_t size)
+{
+    char *p = NULL;
+
+    pthread_mutex_lock(&r->mu);
+    if (r->size - r->used >= size) {
+        p = r->base + r->used;
+        if (mprotect(p, size, PROT_READ | PROT_WRITE) == 0)
+            r->used += size;
+        else
+            p = NULL;
+    }
+    pthread_mutex_unlock(&r->mu);
+    if (p == NULL)
+        errno = ENOMEM;
+    return p;
+}
+
+void
+pp_arena_init(pp_arena *a, size_t chunk_size, pp_region *region)
+{
+    size_t ps = page_size();
+
+    if (chunk_size == 0)
+        chunk_size = 1u << 20;
+    a->chunks = NULL;
+    a->chunk_size = (chunk_size + ps - 1) & ~(ps - 1);
+    a->used = a->mapped = 0;
+    a->protected_ = 0;
+    a->region = region;
+}
+
+static pp_arena_chunk *
+new_chunk(pp_arena *a, size_t need)
+{
+    size_t ps = page_size(), size = a->chunk_size;
+    pp_arena_chunk *c;
+
+    if (need + CHUNK_HDR > size)
+        size = (need + CHUNK_HDR + ps - 1) & ~(ps - 1);
+    if (a->region) {
+        if ((c = region_take(a->region, size)) == NULL)
+            return NULL;
+    } else {
+        c = mmap(NULL, size, PROT_READ | PROT_WRITE,
+                 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (c == MAP_FAILED) {
+            errno = ENOMEM;
+            return NULL;
+        }
+    }
+    c->size = size;
+    c->off = CHUNK_HDR;
+    c->next = a->chunks;
+    a->chunks = c;
+    a->mapped += size;
+    return c;
+}
+
+void *
+pp_arena_alloc(pp_arena *a, size_t size)
+{
+    pp_arena_chunk *c = a->chunks;
+    size_t need = HDR + ((size + 15u) & ~(size_t)15u);
+    char *block;
+
+    if (a->protected_) {
+        errno = EPERM;
+        return NULL;
+    }
+    if (size > SIZE_MAX / 2) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    if (c == NULL || c->size - c->off < need) {
+        if ((c = new_chunk(a, need)) == NULL)
+            return NULL;
+    }
+    block = (char *)c + c->off;
+    c->off += need;
+    a->used += need;
+    *(size_t *)block = need - HDR;
+    return block + HDR;
+}
+
+size_t
+pp_arena_block_size(const void *block)
+{
+    return *(const size_t *)((const char *)block - HDR);
+}
+
+int
+pp_arena_contains(const pp_arena *a, const void *ptr)
+{
+    const pp_arena_chunk *c;
+    uintptr_t p = (uintptr_t)ptr;
+
+    for (c = a->chunks; c; c = c->next) {
+        if (p >= (uintptr_t)c && p < (uintptr_t)c + c->size)
+            return 1;
+    }
+    return 0;
+}
+
+int
+pp_arena_protect(pp_arena *a, int readonly)
+{
+    pp_arena_chunk *c, *next;
+    int prot = readonly ? PROT_READ : PROT_READ | PROT_WRITE;
+
+    for (c = a->chunks; c; c = next) {
+        next = c->next;   /* read before the page may become read-only */
+        if (mprotect(c, c->size, prot) != 0)
+            return -errno;
+    }
+    a->protected_ = readonly;
+    return 0;
+}
+
+void
+pp_arena_release(pp_arena *a)
+{
+    pp_arena_chunk *c, *next;
+
+    if (a->protected_)
+        (void)pp_arena_protect(a, 0);
+    for (c = a->chunks; c; c = next) {
+        next = c->next;
+        if (a->region)
+            mprotect(c, c->size, PROT_NONE);
+        else
+            munmap(c, c->size);
+    }
+    a->chunks = NULL;
+    a->used = a->mapped = 0;
+}

@@ -1,0 +1,186 @@
+/* queue.c -- see pp_queue.h. */
+#include "pp_queue.h"
+#include "pp_sync.h"
+
+#include <errno.h>
+
+int
+pp_queue_init(pp_queue *q)
+{
+    int rc;
+
+    q->head = q->tail = NULL;
+    atomic_init(&q->len, 0);
+    atomic_init(&q->closed, 0);
+    q->sleepers = 0;
+    if ((rc = pthread_mutex_init(&q->mu, NULL)) != 0)
+        return rc;
+    if ((rc = pthread_cond_init(&q->cv, NULL)) != 0) {
+        pthread_mutex_destroy(&q->mu);
+        return rc;
+    }
+    return 0;
+}
+
+void
+pp_queue_destroy(pp_queue *q)
+{
+    pthread_cond_destroy(&q->cv);
+    pthread_mutex_destroy(&q->mu);
+}
+
+static int
+push(pp_queue *q, pp_qnode *node, size_t batch)
+{
+    size_t len;
+    int wake;
+
+    node->next = NULL;
+    pthread_mutex_lock(&q->mu);
+    if (atomic_load(&q->closed)) {
+        pthread_mutex_unlock(&q->mu);
+        return -1;
+    }
+    if (q->tail)
+        q->tail->next = node;
+    else
+        q->head = node;
+    q->tail = node;
+    len = atomic_fetch_add_explicit(&q->len, 1, memory_order_release) + 1;
+    /* Signal only when someone sleeps: spinning consumers see len change. */
+    wake = q->sleepers > 0 && len >= batch;
+    pthread_mutex_unlock(&q->mu);
+    if (wake)
+        pthread_cond_signal(&q->cv);
+    return 0;
+}
+
+int
+pp_queue_push(pp_queue *q, pp_qnode *node)
+{
+    return push(q, node, 1);
+}
+
+int
+pp_queue_push_lazy(pp_queue *q, pp_qnode *node, size_t batch)
+{
+    return push(q, node, batch);
+}
+
+/* Unlinks the head; the lock is held and the queue is not empty. */
+static pp_qnode *
+unlink_head(pp_queue *q)
+{
+    pp_qnode *node = q->head;
+
+    q->head = node->next;
+    if (q->head == NULL)
+        q->tail = NULL;
+    atomic_fetch_sub_explicit(&q->len, 1, memory_order_relaxed);
+    node->next = NULL;
+    return node;
+}
+
+/* Unlinks the whole chain; the lock is held. */
+static pp_qnode *
+unlink_all(pp_queue *q)
+{
+    pp_qnode *chain = q->head;
+
+    q->head = q->tail = NULL;
+    atomic_store_explicit(&q->len, 0, memory_order_relaxed);
+    return chain;
+}
+
+/* Spins until the queue is non-empty or closed, for at most spin_ns. */
+static void
+spin_for_work(pp_queue *q, long spin_ns)
+{
+    uint64_t deadline;
+    unsigned i = 0;
+
+    if (spin_ns <= 0)
+        return;
+    deadline = pp_now_ns() + (uint64_t)spin_ns;
+    while (atomic_load_explicit(&q->len, memory_order_acquire) == 0 &&
+           !atomic_load_explicit(&q->closed, memory_order_relaxed)) {
+        pp_cpu_relax();
+        /* Reading the clock costs ~20 ns; look at it every 64 turns. */
+        if ((++i & 63) == 0 && pp_now_ns() >= deadline)
+            return;
+    }
+}
+
+/* Blocks until the queue is non-empty or closed; the lock is held. */
+static void
+wait_for_work(pp_queue *q)
+{
+    while (q->head == NULL && !atomic_load(&q->closed)) {
+        q->sleepers++;
+        pthread_cond_wait(&q->cv, &q->mu);
+        q->sleepers--;
+    }
+}
+
+pp_qnode *
+pp_queue_pop(pp_queue *q, long spin_ns)
+{
+    pp_qnode *node = NULL;
+
+    spin_for_work(q, spin_ns);
+    pthread_mutex_lock(&q->mu);
+    wait_for_work(q);
+    if (q->head)
+        node = unlink_head(q);
+    pthread_mutex_unlock(&q->mu);
+    return node;
+}
+
+pp_qnode *
+pp_queue_trypop(pp_queue *q)
+{
+    pp_qnode *node = NULL;
+
+    if (atomic_load_explicit(&q->len, memory_order_acquire) == 0)
+        return NULL;
+    pthread_mutex_lock(&q->mu);
+    if (q->head)
+        node = unlink_head(q);
+    pthread_mutex_unlock(&q->mu);
+    return node;
+}
+
+pp_qnode *
+pp_queue_pop_all(pp_queue *q, long spin_ns)
+{
+    pp_qnode *chain;
+
+    spin_for_work(q, spin_ns);
+    pthread_mutex_lock(&q->mu);
+    wait_for_work(q);
+    chain = unlink_all(q);
+    pthread_mutex_unlock(&q->mu);
+    return chain;
+}
+
+pp_qnode *
+pp_queue_take_all(pp_queue *q)
+{
+    pp_qnode *chain;
+
+    if (atomic_load_explicit(&q->len, memory_order_acquire) == 0)
+        return NULL;
+    pthread_mutex_lock(&q->mu);
+    chain = unlink_all(q);
+    pthread_mutex_unlock(&q->mu);
+    return chain;
+}
+
+void
+pp_queue_close(pp_queue *q)
+{
+    pthread_mutex_lock(&q->mu);
+    atomic_store(&q->closed, 1);
+    pthread_mutex_unlock(&q->mu);
+    pthread_cond_broadcast(&q->cv);
+}
