@@ -1,0 +1,232 @@
+/* frozenmap.c -- FrozenMap: the frozen form of a dict.
+ *
+ * A FrozenMap is a real dict subclass, so json.dumps, ==, the Mapping ABC
+ * and every C fast path that takes a dict read it directly; its storage is
+ * filled once by freeze() and never changes afterwards.  Every mutating
+ * entry point raises TypeError.
+ *
+ * The type is static and shared by all interpreters of the process.  A
+ * static type is only safe to share if nothing a reader touches is ever
+ * written: so, once readied in the main interpreter, the type, its MRO and
+ * bases, and every key and descriptor in its dict are made immortal and
+ * untracked, the lazily computed descriptor __qualname__ caches are filled,
+ * and the type's version tag is assigned up front.
+ */
+#include "pp_binding.h"
+
+static PyObject *
+frozen_error(const char *what)
+{
+    PyErr_Format(PyExc_TypeError,
+                 "FrozenMap is frozen: %s would modify shared data; "
+                 "make a mutable copy with dict(m) or m.copy() instead", what);
+    return NULL;
+}
+
+static int
+fm_ass_subscript(PyObject *self, PyObject *key, PyObject *value)
+{
+    (void)self; (void)key;
+    frozen_error(value ? "item assignment" : "item deletion");
+    return -1;
+}
+
+static PyObject *
+fm_inplace_or(PyObject *self, PyObject *other)
+{
+    (void)self; (void)other;
+    return frozen_error("|=");
+}
+
+#define FM_MUTATOR(name)                                                    \
+    static PyObject *                                                       \
+    fm_##name(PyObject *self, PyObject *args, PyObject *kwargs)             \
+    {                                                                       \
+        (void)self; (void)args; (void)kwargs;                               \
+        return frozen_error(#name "()");                                    \
+    }
+FM_MUTATOR(update)
+FM_MUTATOR(pop)
+FM_MUTATOR(popitem)
+FM_MUTATOR(setdefault)
+FM_MUTATOR(clear)
+#undef FM_MUTATOR
+
+/* Returns a new plain dict: the mutable copy. */
+static PyObject *
+fm_copy(PyObject *self, PyObject *unused)
+{
+    (void)unused;
+    return PyDict_Copy(self);
+}
+
+static PyObject *
+fm_reduce(PyObject *self, PyObject *unused)
+{
+    PyObject *plain = PyDict_Copy(self), *res;
+
+    (void)unused;
+    if (plain == NULL)
+        return NULL;
+    res = Py_BuildValue("(O(N))", (PyObject *)Py_TYPE(self), plain);
+    return res;
+}
+
+static PyObject *
+fm_repr(PyObject *self)
+{
+    PyObject *inner = PyDict_Type.tp_repr(self), *res;
+
+    if (inner == NULL)
+        return NULL;
+    res = PyUnicode_FromFormat("FrozenMap(%U)", inner);
+    Py_DECREF(inner);
+    return res;
+}
+
+/* FrozenMap(mapping_or_iterable=(), **kwargs): the same as
+ * pyparallel.freeze(dict(...)). */
+static PyObject *
+fm_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    PyObject *plain, *mod, *res;
+
+    (void)type;
+    plain = PyObject_Call((PyObject *)&PyDict_Type, args, kwargs);
+    if (plain == NULL)
+        return NULL;
+    mod = PyImport_ImportModule("pyparallel._pyparallel");
+    if (mod == NULL) {
+        Py_DECREF(plain);
+        return NULL;
+    }
+    res = pp_freeze(pp_state_of(mod), plain);
+    Py_DECREF(mod);
+    Py_DECREF(plain);
+    return res;
+}
+
+/* dict.__init__ would fill the (already frozen) map again. */
+static int
+fm_init(PyObject *self, PyObject *args, PyObject *kwargs)
+{
+    (void)self; (void)args; (void)kwargs;
+    return 0;
+}
+
+static PyMethodDef fm_methods[] = {
+    {"update", (PyCFunction)(void (*)(void))fm_update,
+     METH_VARARGS | METH_KEYWORDS, "Not allowed: a FrozenMap is frozen."},
+    {"pop", (PyCFunction)(void (*)(void))fm_pop,
+     METH_VARARGS | METH_KEYWORDS, "Not allowed: a FrozenMap is frozen."},
+    {"popitem", (PyCFunction)(void (*)(void))fm_popitem,
+     METH_VARARGS | METH_KEYWORDS, "Not allowed: a FrozenMap is frozen."},
+    {"setdefault", (PyCFunction)(void (*)(void))fm_setdefault,
+     METH_VARARGS | METH_KEYWORDS, "Not allowed: a FrozenMap is frozen."},
+    {"clear", (PyCFunction)(void (*)(void))fm_clear,
+     METH_VARARGS | METH_KEYWORDS, "Not allowed: a FrozenMap is frozen."},
+    {"copy", fm_copy, METH_NOARGS, "Return a mutable copy as a plain dict."},
+    {"__reduce__", fm_reduce, METH_NOARGS, NULL},
+    {NULL, NULL, 0, NULL}
+};
+
+static PyMappingMethods fm_as_mapping = {
+    .mp_ass_subscript = fm_ass_subscript,
+};
+
+static PyNumberMethods fm_as_number = {
+    .nb_inplace_or = fm_inplace_or,
+};
+
+PyTypeObject PP_FrozenMap_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "pyparallel.FrozenMap",
+    .tp_basicsize = sizeof(PyDictObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = PyDoc_STR(
+        "FrozenMap(mapping=(), /, **kwargs)\n--\n\n"
+        "A frozen dict: immutable, immortal and shared by every worker\n"
+        "interpreter without copies.  It is a dict subclass, so json.dumps,\n"
+        "== and the Mapping ABC work on it; every mutation raises TypeError.\n"
+        "Built by pyparallel.freeze() from a dict."),
+    .tp_repr = fm_repr,
+    .tp_as_mapping = &fm_as_mapping,
+    .tp_as_number = &fm_as_number,
+    .tp_methods = fm_methods,
+    .tp_init = fm_init,
+    .tp_new = fm_new,
+};
+
+/* Makes one object immortal (CPython's plain immortal value, not the
+ * frozen mark: these are runtime objects, not data) and untracks it. */
+static void
+immortalize(PyObject *o)
+{
+    if (o == NULL || pp_is_immortal(o))
+        return;
+    if (PyObject_IS_GC(o) && PyObject_GC_IsTracked(o))
+        PyObject_GC_UnTrack(o);
+    o->ob_refcnt = _Py_IMMORTAL_REFCNT;
+}
+
+static int ready_done;
+
+int
+pp_frozenmap_ready(void)
+{
+    PyTypeObject *t = &PP_FrozenMap_Type;
+    PyObject *key, *value, *qualname;
+    Py_ssize_t pos = 0;
+
+    if (ready_done)
+        return 0;
+    t->tp_base = &PyDict_Type;
+    t->tp_traverse = PyDict_Type.tp_traverse;
+    t->tp_clear = PyDict_Type.tp_clear;
+    if (PyType_Ready(t) < 0)
+        return -1;
+    immortalize((PyObject *)t);
+    immortalize(t->tp_mro);
+    immortalize(t->tp_bases);
+    immortalize(t->tp_dict);
+    while (PyDict_Next(t->tp_dict, &pos, &key, &value)) {
+        immortalize(key);
+        /* Descriptors cache their __qualname__ on first use: fill it now,
+         * while only the main interpreter can see the type. */
+        qualname = PyObject_GetAttrString(value, "__qualname__");
+        if (qualname) {
+            immortalize(qualname);
+            Py_DECREF(qualname);
+        } else {
+            PyErr_Clear();
+        }
+        immortalize(value);
+    }
+    if (!PyUnstable_Type_AssignVersionTag(t)) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "pyparallel: could not assign FrozenMap a type version tag");
+        return -1;
+    }
+    ready_done = 1;
+    return 0;
+}
+
+PyObject *
+pp_frozenmap_from_dict(PyObject *src)
+{
+    PyObject *empty = PyTuple_New(0), *fm;
+
+    if (empty == NULL)
+        return NULL;
+    /* dict's own tp_new sets up the empty table; merging into an empty
+     * dict clones src's compact table in one allocation. */
+    fm = PyDict_Type.tp_new(&PP_FrozenMap_Type, empty, NULL);
+    Py_DECREF(empty);
+    if (fm == NULL)
+        return NULL;
+    if (PyDict_Merge(fm, src, 1) < 0) {
+        Py_DECREF(fm);
+        return NULL;
+    }
+    return fm;
+}

@@ -1,0 +1,286 @@
+/* module.c -- the _pyparallel extension module: state, functions, wiring.
+ *
+ * Multi-phase initialisation with per-interpreter state, declared safe for
+ * a per-interpreter GIL, so that every worker interpreter imports its own
+ * copy.  Laid out like CPython's Modules/_queuemodule.c: state, functions,
+ * GC hooks, then the method table, slots and module definition last.
+ */
+#include "pp_binding.h"
+#include "pp_thread.h"
+
+pp_state *
+pp_state_of(PyObject *module)
+{
+    pp_state *st = PyModule_GetState(module);
+
+    assert(st != NULL);
+    return st;
+}
+
+/* ---- functions -------------------------------------------------------- */
+
+PyDoc_STRVAR(freeze_doc,
+"freeze(obj, /)\n--\n\n"
+"Return a frozen deep copy of obj: deeply immutable and immortal, shared\n"
+"with every worker interpreter by pointer.  list becomes tuple, dict becomes\n"
+"FrozenMap, set becomes frozenset, bytearray and memoryview become bytes.\n"
+"Raises FreezeError naming the place of anything else.");
+
+static PyObject *
+mod_freeze(PyObject *module, PyObject *obj)
+{
+    return pp_freeze(pp_state_of(module), obj);
+}
+
+static PyObject *
+mod_is_frozen(PyObject *module, PyObject *obj)
+{
+    (void)module;
+    return PyBool_FromLong(pp_is_frozen(obj));
+}
+
+static PyObject *
+mod_worker_id(PyObject *module, PyObject *unused)
+{
+    pp_state *st = pp_state_of(module);
+
+    (void)unused;
+    if (st->worker_id < 0)
+        Py_RETURN_NONE;
+    return PyLong_FromLong(st->worker_id);
+}
+
+static PyObject *
+mod_is_parallel_context(PyObject *module, PyObject *unused)
+{
+    (void)unused;
+    return PyBool_FromLong(pp_state_of(module)->worker_id >= 0);
+}
+
+static PyObject *
+mod_is_main_interpreter(PyObject *module, PyObject *unused)
+{
+    (void)module; (void)unused;
+    return PyBool_FromLong(PyInterpreterState_Get() == PyInterpreterState_Main());
+}
+
+static PyObject *
+mod_cpu_count(PyObject *module, PyObject *unused)
+{
+    (void)module; (void)unused;
+    return PyLong_FromLong(pp_cpu_count());
+}
+
+static PyObject *
+mod_enable_safety(PyObject *module, PyObject *unused)
+{
+    (void)module; (void)unused;
+    if (pp_safety_enabled())
+        Py_RETURN_NONE;
+    if (pp_pools_created > 0) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "safety-proof mode must be turned on before any worker "
+                        "starts: set PYPARALLEL_SAFETY=1 in the environment, or "
+                        "call pyparallel.configure(safety=True) first thing");
+        return NULL;
+    }
+    if (pp_safety_enable() < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+mod_safety_enabled(PyObject *module, PyObject *unused)
+{
+    (void)module; (void)unused;
+    return PyBool_FromLong(pp_safety_enabled());
+}
+
+/* _init(errors_module): hands over the exception classes. */
+static PyObject *
+mod_init(PyObject *module, PyObject *errors)
+{
+    pp_state *st = pp_state_of(module);
+    static const char *names[] = {"FreezeError", "TransferError", "WorkerError",
+                                  "WorkerImportError", "WorkerInitError"};
+    PyObject **slots[] = {&st->FreezeError, &st->TransferError, &st->WorkerError,
+                          &st->WorkerImportError, &st->WorkerInitError};
+    size_t i;
+
+    for (i = 0; i < sizeof names / sizeof names[0]; i++) {
+        PyObject *cls = PyObject_GetAttrString(errors, names[i]);
+        if (cls == NULL)
+            return NULL;
+        Py_XSETREF(*slots[i], cls);
+    }
+    Py_XSETREF(st->errors_module, Py_NewRef(errors));
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+mod_call_from_main_thread(PyObject *module, PyObject *const *args,
+                          Py_ssize_t nargs, PyObject *kwnames)
+{
+    return pp_call_from_main(module, args, PyVectorcall_NARGS(nargs), kwnames, 0);
+}
+
+static PyObject *
+mod_call_from_main_thread_and_wait(PyObject *module, PyObject *const *args,
+                                   Py_ssize_t nargs, PyObject *kwnames)
+{
+    return pp_call_from_main(module, args, PyVectorcall_NARGS(nargs), kwnames, 1);
+}
+
+/* _encode_roundtrip(obj) -> obj decoded in this interpreter (for tests). */
+static PyObject *
+mod_roundtrip(PyObject *module, PyObject *obj)
+{
+    pp_state *st = pp_state_of(module);
+    pp_buf b = PP_BUF_INIT;
+    pp_reader r;
+    PyObject *res = NULL;
+
+    if (pp_encode(st, obj, &b, "value") == 0) {
+        r.p = b.data;
+        r.end = b.data + b.len;
+        res = pp_decode(st, &r);
+    }
+    pp_buf_free(&b);
+    return res;
+}
+
+static PyMethodDef module_methods[] = {
+    {"freeze", mod_freeze, METH_O, freeze_doc},
+    {"is_frozen", mod_is_frozen, METH_O,
+     "is_frozen(obj, /)\n--\n\nTrue if obj was frozen by pyparallel."},
+    {"worker_id", mod_worker_id, METH_NOARGS,
+     "worker_id()\n--\n\nThis worker's index in its pool; None in the main "
+     "interpreter."},
+    {"is_parallel_context", mod_is_parallel_context, METH_NOARGS,
+     "is_parallel_context()\n--\n\nTrue inside a worker interpreter."},
+    {"_is_main_interpreter", mod_is_main_interpreter, METH_NOARGS, NULL},
+    {"cpu_count", mod_cpu_count, METH_NOARGS,
+     "cpu_count()\n--\n\nCPUs this process may run on."},
+    {"enable_safety", mod_enable_safety, METH_NOARGS,
+     "enable_safety()\n--\n\nWrite-protect frozen memory from now on."},
+    {"safety_enabled", mod_safety_enabled, METH_NOARGS, NULL},
+    {"_init", mod_init, METH_O, NULL},
+    {"_roundtrip", mod_roundtrip, METH_O, NULL},
+    {"call_from_main_thread",
+     (PyCFunction)(void (*)(void))mod_call_from_main_thread,
+     METH_FASTCALL | METH_KEYWORDS,
+     "call_from_main_thread(fn, /, *args, **kwargs)\n--\n\n"
+     "From a worker: run fn(*args, **kwargs) in the main interpreter, without "
+     "waiting.  In the main interpreter: call it now."},
+    {"call_from_main_thread_and_wait",
+     (PyCFunction)(void (*)(void))mod_call_from_main_thread_and_wait,
+     METH_FASTCALL | METH_KEYWORDS,
+     "call_from_main_thread_and_wait(fn, /, *args, **kwargs)\n--\n\n"
+     "From a worker: run fn(*args, **kwargs) in the main interpreter and "
+     "return its result (or raise its exception)."},
+    {NULL, NULL, 0, NULL}
+};
+
+/* ---- module lifecycle ------------------------------------------------- */
+
+static int
+module_exec(PyObject *module)
+{
+    pp_state *st = pp_state_of(module);
+    int is_main = PyInterpreterState_Get() == PyInterpreterState_Main();
+
+    st->worker_id = -1;
+    st->pool_type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &pp_pool_spec, NULL);
+    if (st->pool_type == NULL || PyModule_AddType(module, st->pool_type) < 0)
+        return -1;
+    st->task_type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &pp_task_spec, NULL);
+    if (st->task_type == NULL || PyModule_AddType(module, st->task_type) < 0)
+        return -1;
+    /* The shared FrozenMap type is readied once, by the main interpreter. */
+    if (is_main && pp_frozenmap_ready() < 0)
+        return -1;
+    if (!(PP_FrozenMap_Type.tp_flags & Py_TPFLAGS_READY)) {
+        PyErr_SetString(PyExc_ImportError,
+                        "pyparallel must be imported by the main interpreter "
+                        "before any sub-interpreter imports it");
+        return -1;
+    }
+    if (PyModule_AddObjectRef(module, "FrozenMap", (PyObject *)&PP_FrozenMap_Type) < 0)
+        return -1;
+    return 0;
+}
+
+static int
+module_traverse(PyObject *module, visitproc visit, void *arg)
+{
+    pp_state *st = PyModule_GetState(module);
+
+    if (st == NULL)
+        return 0;
+    Py_VISIT(st->pool_type);
+    Py_VISIT(st->task_type);
+    Py_VISIT(st->FreezeError);
+    Py_VISIT(st->TransferError);
+    Py_VISIT(st->WorkerError);
+    Py_VISIT(st->WorkerImportError);
+    Py_VISIT(st->WorkerInitError);
+    Py_VISIT(st->errors_module);
+    Py_VISIT(st->pickle_dumps);
+    Py_VISIT(st->pickle_loads);
+    Py_VISIT(st->pickle_protocol);
+    return 0;
+}
+
+static int
+module_clear(PyObject *module)
+{
+    pp_state *st = PyModule_GetState(module);
+
+    if (st == NULL)
+        return 0;
+    Py_CLEAR(st->pool_type);
+    Py_CLEAR(st->task_type);
+    Py_CLEAR(st->FreezeError);
+    Py_CLEAR(st->TransferError);
+    Py_CLEAR(st->WorkerError);
+    Py_CLEAR(st->WorkerImportError);
+    Py_CLEAR(st->WorkerInitError);
+    Py_CLEAR(st->errors_module);
+    Py_CLEAR(st->pickle_dumps);
+    Py_CLEAR(st->pickle_loads);
+    Py_CLEAR(st->pickle_protocol);
+    return 0;
+}
+
+static void
+module_free(void *module)
+{
+    (void)module_clear((PyObject *)module);
+}
+
+static PyModuleDef_Slot module_slots[] = {
+    {Py_mod_exec, module_exec},
+    {Py_mod_multiple_interpreters, Py_MOD_PER_INTERPRETER_GIL_SUPPORTED},
+#if PY_VERSION_HEX >= 0x030D0000
+    {Py_mod_gil, Py_MOD_GIL_NOT_USED},
+#endif
+    {0, NULL}
+};
+
+static struct PyModuleDef pp_module_def = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "pyparallel._pyparallel",
+    .m_doc = "The C runtime of pyparallel: freeze, FrozenMap, worker pools.",
+    .m_size = sizeof(pp_state),
+    .m_methods = module_methods,
+    .m_slots = module_slots,
+    .m_traverse = module_traverse,
+    .m_clear = module_clear,
+    .m_free = module_free,
+};
+
+PyMODINIT_FUNC
+PyInit__pyparallel(void)
+{
+    return PyModuleDef_Init(&pp_module_def);
+}

@@ -1,0 +1,117 @@
+"""Code that runs inside each worker interpreter.
+
+The C runtime imports this module in every worker at start-up, calls
+init() with main's configuration, then resolve() once per callable.
+"""
+
+import importlib
+import os
+import pickle
+import sys
+import types
+
+from . import _errors
+from ._errors import WorkerImportError
+
+pack_exception = _errors.pack_exception
+
+_main_path = None
+_main_name = None
+_main_ready = False
+
+
+def init(config):
+    global _main_path, _main_name
+    _main_path = config.get("main_path")
+    _main_name = config.get("main_name")
+
+
+def _load_main():
+    """Re-import main's script as __mp_main__, as multiprocessing's spawn
+    does: its `if __name__ == "__main__":` block does not run again."""
+    global _main_ready
+    if _main_ready:
+        return sys.modules["__main__"]
+    import runpy
+    current = sys.modules["__main__"]
+    if _main_name and not (_main_name == "__main__" or _main_name.endswith(".__main__")):
+        content = runpy.run_module(_main_name, run_name="__mp_main__", alter_sys=False)
+    elif _main_path and os.path.exists(_main_path):
+        content = runpy.run_path(_main_path, run_name="__mp_main__")
+    else:
+        raise WorkerImportError(
+            "workers cannot import functions defined in __main__ here: the "
+            "main program is not a file (an interactive session, python -c, "
+            "or a notebook). Move the function into a module and import it.")
+    module = types.ModuleType("__mp_main__")
+    module.__dict__.update(content)
+    module.__dict__["__pyparallel_previous_main__"] = current
+    sys.modules["__main__"] = sys.modules["__mp_main__"] = module
+    _main_ready = True
+    return module
+
+
+def _import(modname):
+    try:
+        return importlib.import_module(modname)
+    except ModuleNotFoundError as exc:
+        if exc.name != modname.split(".")[0] and exc.name != modname:
+            raise
+        # main's sys.path may have grown since this worker started.
+        from . import _pyparallel
+        path = _pyparallel.call_from_main_thread_and_wait(_main_sys_path)
+        if path == sys.path:
+            raise
+        sys.path[:] = path
+        importlib.invalidate_caches()
+        return importlib.import_module(modname)
+
+
+def _main_sys_path():
+    # Runs in the main interpreter.
+    return [p for p in sys.path if isinstance(p, str)]
+
+
+def resolve(modname, qualname):
+    """Find a callable by module and qualified name."""
+    try:
+        if modname == "__main__":
+            obj = _load_main()
+        else:
+            obj = _import(modname)
+    except ImportError as exc:
+        raise _errors.explain(exc) from None
+    for part in qualname.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise WorkerImportError(
+                f"worker cannot find {modname}.{qualname}: the module imported "
+                f"in the worker has no such attribute. Workers import callables "
+                f"by name, so define it at the top level of the module (not "
+                f"only under `if __name__ == '__main__':`).",
+                name=modname) from None
+    return obj
+
+
+_chunk_fns = {}
+
+
+def run_chunk(fn, chunk):
+    """Runs fn over a chunk of argument tuples (Executor.map's chunksize).
+    fn is a callable, or (module, qualname) to resolve here."""
+    if type(fn) is tuple:
+        f = _chunk_fns.get(fn)
+        if f is None:
+            f = _chunk_fns[fn] = resolve(*fn)
+        fn = f
+    return [fn(*args) for args in chunk]
+
+
+def loads(data):
+    """pickle.loads for values from main: objects of main's __main__ module
+    need main's script imported here first (as __mp_main__)."""
+    data = bytes(data)
+    if not _main_ready and b"__main__" in data:
+        _load_main()
+    return pickle.loads(data)
