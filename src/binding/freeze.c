@@ -485,6 +485,15 @@ freeze_value(freeze_ctx *c, PyObject *o, int depth)
 static pp_arena **arenas;
 static size_t n_arenas;
 
+void
+pp_safety_unprotect_all(void)
+{
+    size_t i;
+
+    for (i = 0; i < n_arenas; i++)
+        (void)pp_arena_protect(arenas[i], 0);
+}
+
 PyObject *
 pp_freeze(pp_state *st, PyObject *obj)
 {

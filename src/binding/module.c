@@ -32,11 +32,21 @@ mod_freeze(PyObject *module, PyObject *obj)
     return pp_freeze(pp_state_of(module), obj);
 }
 
+/* Frozen by pyparallel, or an immutable value CPython itself made immortal
+ * and shares between interpreters (None, small ints, static strings, the
+ * empty tuple...). */
 static PyObject *
 mod_is_frozen(PyObject *module, PyObject *obj)
 {
+    PyTypeObject *t = Py_TYPE(obj);
+
     (void)module;
-    return PyBool_FromLong(pp_is_frozen(obj));
+    if (pp_is_frozen(obj))
+        Py_RETURN_TRUE;
+    return PyBool_FromLong(pp_is_immortal(obj) &&
+        (obj == Py_None || t == &PyBool_Type || t == &PyLong_Type ||
+         t == &PyFloat_Type || t == &PyComplex_Type || t == &PyUnicode_Type ||
+         t == &PyBytes_Type || (t == &PyTuple_Type && PyTuple_GET_SIZE(obj) == 0)));
 }
 
 static PyObject *
@@ -94,6 +104,14 @@ mod_safety_enabled(PyObject *module, PyObject *unused)
 {
     (void)module; (void)unused;
     return PyBool_FromLong(pp_safety_enabled());
+}
+
+static PyObject *
+mod_exit_unprotect(PyObject *module, PyObject *unused)
+{
+    (void)module; (void)unused;
+    pp_safety_unprotect_all();
+    Py_RETURN_NONE;
 }
 
 /* _init(errors_module): hands over the exception classes. */
@@ -165,6 +183,7 @@ static PyMethodDef module_methods[] = {
      "enable_safety()\n--\n\nWrite-protect frozen memory from now on."},
     {"safety_enabled", mod_safety_enabled, METH_NOARGS, NULL},
     {"_init", mod_init, METH_O, NULL},
+    {"_exit_unprotect", mod_exit_unprotect, METH_NOARGS, NULL},
     {"_roundtrip", mod_roundtrip, METH_O, NULL},
     {"call_from_main_thread",
      (PyCFunction)(void (*)(void))mod_call_from_main_thread,

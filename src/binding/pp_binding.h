@@ -113,6 +113,10 @@ PyObject *pp_freeze(pp_state *st, PyObject *obj);
 int pp_safety_enable(void);
 int pp_safety_enabled(void);
 
+/* Makes every frozen arena writable again: at exit, after the workers are
+ * gone, since interpreter finalisation rewrites interned strings' state. */
+void pp_safety_unprotect_all(void);
+
 /* Arena allocation for the current thread: while on, the object and mem
  * allocators of this thread serve from the current freeze's arena. */
 void pp_safety_arena_on(void);

@@ -166,7 +166,7 @@ class Executor(_cf.Executor):
         length, else 1."""
         if chunksize is None:
             try:
-                n = min(len(it) for it in iterables)
+                n = min((len(it) for it in iterables), default=0)
             except TypeError:
                 n = 0
             chunksize = max(1, n // (self._max_workers * 4)) if n else 1
@@ -280,6 +280,9 @@ def _at_exit():
     try:
         for pool in pools:
             pool.shutdown(True, True)
+        # Only this thread is left to touch frozen data; finalisation
+        # rewrites interned strings, so lift the safety-mode protection.
+        _pp._exit_unprotect()
     except KeyboardInterrupt:
         try:
             sys.stdout.flush()
