@@ -20,10 +20,33 @@ _main_name = None
 _main_ready = False
 
 
+class _Refuse312:
+    """A meta path finder for CPython 3.12 workers: refuses the extension
+    modules that make 3.12.1 abort when a sub-interpreter that imported them
+    ends ("free(): invalid pointer", "double free or corruption"), with an
+    error that says so, instead of a crash at exit."""
+
+    REFUSED = {"_ssl": "ssl"}
+
+    def find_spec(self, name, path=None, target=None):
+        if name in self.REFUSED:
+            raise WorkerImportError(
+                f"{self.REFUSED[name]} cannot be used in a pyparallel worker "
+                f"on CPython 3.12: a CPython 3.12 bug corrupts memory when an "
+                f"interpreter that imported {name} ends. Use CPython 3.13, or "
+                f"do this work in the main interpreter.", name=name)
+        return None
+
+
 def init(config):
     global _main_path, _main_name
     _main_path = config.get("main_path")
     _main_name = config.get("main_name")
+    if sys.version_info < (3, 13):
+        # asyncio falls back to its pure-Python implementation without the
+        # _asyncio accelerator, whose 3.12 version crashes at interpreter end.
+        sys.modules["_asyncio"] = None
+        sys.meta_path.insert(0, _Refuse312())
 
 
 def _load_main():
