@@ -221,9 +221,11 @@ rebuild_exception(pp_state *st, PyObject *packed)
 }
 
 /* Completes the task's Future if the worker has finished it and nobody did
- * yet.  Main GIL held.  Never raises: a failing callback is reported as
- * unraisable, like concurrent.futures does. */
-static void
+ * yet.  Main GIL held.  A failing callback is reported as unraisable, like
+ * concurrent.futures does; only a signal handler's exception (Ctrl-C in the
+ * main thread, while set_result() ran Python code) is kept: returns -1 with
+ * it set, else 0. */
+static int
 task_materialize(pp_task *t)
 {
     uint32_t s = pp_word_get(&t->state);
@@ -232,15 +234,15 @@ task_materialize(pp_task *t)
     pp_reader rd;
 
     if (t->materialized || (s != TASK_DONE && s != TASK_CANCELLED))
-        return;
+        return 0;
     t->materialized = 1;
     fut = t->future;
     t->future = NULL;
     if (fut == NULL)
-        return;
+        return 0;
     if (s == TASK_CANCELLED) {
         Py_DECREF(fut);
-        return;
+        return 0;
     }
     rd.p = t->out.data;
     rd.end = t->out.data + t->out.len;
@@ -267,11 +269,17 @@ task_materialize(pp_task *t)
         r = PyObject_CallMethodOneArg(fut, t->pool->s_set_exception, exc);
         Py_DECREF(exc);
     }
+    pp_buf_free(&t->out);
+    if (r == NULL && (PyErr_ExceptionMatches(PyExc_KeyboardInterrupt) ||
+                      PyErr_ExceptionMatches(PyExc_SystemExit))) {
+        Py_DECREF(fut);
+        return -1;
+    }
     if (r == NULL)
         PyErr_WriteUnraisable(fut);
     Py_XDECREF(r);
-    pp_buf_free(&t->out);
     Py_DECREF(fut);
+    return 0;
 }
 
 /* Runs one call_from_main_thread request.  Main GIL held. */
@@ -346,7 +354,8 @@ completer_main(void *arg)
             next = chain->next;
             if (item->kind == ITEM_TASK) {
                 pp_task *t = pp_container_of(item, pp_task, item);
-                task_materialize(t);
+                if (task_materialize(t) < 0)   /* no signals on this thread */
+                    PyErr_WriteUnraisable(NULL);
                 Py_DECREF(t);      /* the pipeline's reference */
             } else {
                 run_maincall(pool, pp_container_of(item, pp_maincall, item));
@@ -460,19 +469,27 @@ worker_fn(pp_worker *w, uint32_t id)
 static void
 report_exception(pp_worker *w, pp_task *t)
 {
-    PyObject *exc = PyErr_GetRaisedException(), *packed;
+    static pp_state bare = {.worker_id = 0};  /* no pickle: builtins only */
+    pp_state *st = w->st ? w->st : &bare;
+    PyObject *exc = PyErr_GetRaisedException(), *packed = NULL;
 
     t->failed = 1;
     t->out.len = 0;
-    packed = PyObject_CallOneArg(w->pack_exception, exc);
-    if (packed == NULL || pp_encode(w->st, packed, &t->out, "exception") < 0) {
+    if (w->pack_exception)
+        packed = PyObject_CallOneArg(w->pack_exception, exc);
+    if (packed == NULL || pp_encode(st, packed, &t->out, "exception") < 0) {
+        /* pyparallel itself is unusable here (a failed start): send the
+         * text, named so that main rebuilds the right class. */
+        PyObject *msg = exc ? PyObject_Str(exc) : NULL;
+        const char *type_name = w->init_error
+            ? "pyparallel._errors.WorkerInitError" : "builtins.SystemError";
         PyErr_Clear();
         t->out.len = 0;
         Py_XDECREF(packed);
-        packed = Py_BuildValue("(Osss)", Py_None, "SystemError",
-                               "pyparallel could not send back the exception "
-                               "raised in the worker", "");
-        if (packed == NULL || pp_encode(w->st, packed, &t->out, "exception") < 0)
+        packed = Py_BuildValue("(OsOs)", Py_None, type_name,
+                               msg ? msg : Py_None, "");
+        Py_XDECREF(msg);
+        if (packed == NULL || pp_encode(st, packed, &t->out, "exception") < 0)
             PyErr_Clear();
     }
     Py_XDECREF(packed);
@@ -837,7 +854,8 @@ cancel_pending(pp_pool *self)
                 PyErr_WriteUnraisable(t->future);
             Py_XDECREF(r);
         }
-        task_materialize(t);
+        if (task_materialize(t) < 0)
+            PyErr_WriteUnraisable(NULL);
         Py_DECREF(t);                /* the pipeline's reference */
     }
 }
@@ -1085,7 +1103,8 @@ task_wait(pp_task *t, PyObject *args)
 
         s = pp_word_get(&t->state);
         if (s == TASK_DONE || s == TASK_CANCELLED) {
-            task_materialize(t);
+            if (task_materialize(t) < 0)
+                return NULL;
             Py_RETURN_TRUE;
         }
         if (timeout_ns >= 0) {

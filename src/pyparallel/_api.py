@@ -84,6 +84,10 @@ def _classify(fn):
 
 def _worker_config():
     main = sys.modules.get("__main__")
+    # Workers run main's script as __mp_main__: objects of its classes come
+    # back named so, and must unpickle here as main's own.
+    if main is not None:
+        sys.modules.setdefault("__mp_main__", main)
     path = getattr(main, "__file__", None)
     spec = getattr(main, "__spec__", None)
     return {
@@ -154,6 +158,8 @@ class Executor(_cf.Executor):
     def submit(self, fn, /, *args, **kwargs):
         if self._shutdown:
             raise RuntimeError("cannot schedule new futures after shutdown")
+        if not callable(fn):
+            raise TypeError(f"submit() needs a callable, not {type(fn).__name__}")
         fut = Future()
         fut._task = self._get_pool().submit(fut, fn, args, kwargs or None)
         return fut

@@ -108,8 +108,12 @@ def rebuild(data, type_name, message, tb):
         except Exception:
             exc = None
     if not isinstance(exc, BaseException):
-        exc = WorkerError(f"{type_name}: {message}")
-        exc.remote_type = type_name
+        own = globals().get(type_name.rpartition(".")[2]) if type_name.startswith(__name__ + ".") else None
+        if isinstance(own, type) and issubclass(own, PyParallelError):
+            exc = own(message)
+        else:
+            exc = WorkerError(f"{type_name}: {message}")
+            exc.remote_type = type_name
     if tb:
         exc.__cause__ = RemoteTraceback(tb)
     return exc
