@@ -93,6 +93,7 @@ typedef struct pp_worker {
     PyObject *module;      /* _pyparallel */
     PyObject *resolve;     /* pyparallel._worker.resolve */
     PyObject *pack_exception;
+    PyObject *fini;        /* pyparallel._worker.fini */
     PyObject *fns;         /* list: fn_id -> callable, or None */
     char *init_error;      /* malloc'd traceback of a failed start */
 } pp_worker;
@@ -416,8 +417,9 @@ worker_init(pp_worker *w)
     }
     w->resolve = PyObject_GetAttrString(wmod, "resolve");
     w->pack_exception = PyObject_GetAttrString(wmod, "pack_exception");
+    w->fini = PyObject_GetAttrString(wmod, "fini");
     w->fns = PyList_New(0);
-    if (!w->resolve || !w->pack_exception || !w->fns)
+    if (!w->resolve || !w->pack_exception || !w->fini || !w->fns)
         goto fail;
     Py_DECREF(wmod);
     Py_DECREF(config);
@@ -575,6 +577,13 @@ worker_main(void *arg)
     }
 
     PyEval_RestoreThread(w->ts);
+    if (w->fini) {
+        PyObject *r = PyObject_CallNoArgs(w->fini);
+        if (r == NULL)
+            PyErr_WriteUnraisable(w->fini);
+        Py_XDECREF(r);
+        Py_CLEAR(w->fini);
+    }
     Py_CLEAR(w->fns);
     Py_CLEAR(w->resolve);
     Py_CLEAR(w->pack_exception);

@@ -82,7 +82,9 @@ load_pickle(pp_state *st)
     if ((mod = PyImport_ImportModule("pickle")) == NULL)
         return -1;
     st->pickle_dumps = PyObject_GetAttrString(mod, "dumps");
-    st->pickle_loads = PyObject_GetAttrString(mod, "loads");
+    /* pyparallel._errors.loads knows how values from workers are named. */
+    st->pickle_loads = PyObject_GetAttrString(
+        st->errors_module ? st->errors_module : mod, "loads");
     st->pickle_protocol = PyObject_GetAttrString(mod, "HIGHEST_PROTOCOL");
     Py_DECREF(mod);
     if (!st->pickle_dumps || !st->pickle_loads || !st->pickle_protocol) {
@@ -122,11 +124,11 @@ enc_pickle(enc_ctx *c, PyObject *o)
     if (data == NULL) {
         exc = PyErr_GetRaisedException();
         PyErr_Format(pp_exc(c->st->TransferError, PyExc_TypeError),
-                     "cannot send an instance of %T to another interpreter: "
+                     "cannot send an instance of %s to another interpreter: "
                      "pyparallel copies builtin values and passes frozen "
                      "ones by pointer; anything else must pickle, and this "
-                     "does not (%T: %S). Pass plain data, or freeze() it",
-                     o, exc, exc);
+                     "does not (%s: %S). Pass plain data, or freeze() it",
+                     Py_TYPE(o)->tp_name, exc ? Py_TYPE(exc)->tp_name : "?", exc);
         Py_XDECREF(exc);
         return -1;
     }

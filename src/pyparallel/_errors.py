@@ -6,7 +6,9 @@ traceback is attached as ``__cause__`` (a :class:`RemoteTraceback`), the way
 ``concurrent.futures.ProcessPoolExecutor`` does it.
 """
 
+import io
 import pickle
+import sys
 import traceback
 
 __all__ = [
@@ -53,6 +55,23 @@ class RemoteTraceback(Exception):
 
     def __str__(self):
         return self.tb
+
+
+if sys.version_info < (3, 13):
+    class _Unpickler(pickle.Unpickler):
+        # 3.12 workers cannot load _datetime and use the pure-Python
+        # datetime, whose classes pickle as _pydatetime.X: they are
+        # datetime.X here.
+        def find_class(self, module, name):
+            if module == "_pydatetime":
+                module = "datetime"
+            return super().find_class(module, name)
+
+    def loads(data):
+        """pickle.loads for values coming from another interpreter."""
+        return _Unpickler(io.BytesIO(data)).load()
+else:
+    loads = pickle.loads
 
 
 _SUBINTERPRETER_HINTS = ("subinterpreter", "sub-interpreter")
@@ -104,7 +123,7 @@ def rebuild(data, type_name, message, tb):
     exc = None
     if data is not None:
         try:
-            exc = pickle.loads(data)
+            exc = loads(data)
         except Exception:
             exc = None
     if not isinstance(exc, BaseException):

@@ -46,7 +46,25 @@ def init(config):
         # asyncio falls back to its pure-Python implementation without the
         # _asyncio accelerator, whose 3.12 version crashes at interpreter end.
         sys.modules["_asyncio"] = None
+        # zoneinfo's accelerator needs _datetime, which 3.12 refuses here;
+        # zoneinfo then uses its pure-Python implementation.
+        sys.modules["_zoneinfo"] = None
         sys.meta_path.insert(0, _Refuse312())
+
+
+def fini():
+    """Runs in the worker just before its interpreter ends."""
+    # threading.current_thread() in a worker thread made a dummy Thread
+    # whose cleanup object lives in a thread-local; drop it while the
+    # threading module still works (3.13 otherwise prints an ignored
+    # TypeError from _DeleteDummyThreadOnDel.__del__ at interpreter end).
+    threading = sys.modules.get("threading")
+    info = getattr(threading, "_thread_local_info", None)
+    if info is not None:
+        try:
+            del info._track_dummy_thread_ref
+        except AttributeError:
+            pass
 
 
 def _load_main():
