@@ -94,6 +94,10 @@ def explain(exc):
                 f"in a concurrent.futures.ProcessPoolExecutor.",
                 name=name)
             new.__cause__ = exc
+            if name:
+                worker = sys.modules.get("pyparallel._worker")
+                if worker is not None:
+                    worker.refused(name, str(new))
             return new
     return exc
 

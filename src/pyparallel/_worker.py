@@ -20,22 +20,63 @@ _main_name = None
 _main_ready = False
 
 
-class _Refuse312:
-    """A meta path finder for CPython 3.12 workers: refuses the extension
-    modules that make 3.12.1 abort when a sub-interpreter that imported them
-    ends ("free(): invalid pointer", "double free or corruption"), with an
-    error that says so, instead of a crash at exit."""
+class _Refuser:
+    """A meta path finder that refuses, with a clear error, the extension
+    modules a worker cannot load -- before CPython's import machinery sees
+    them again.  On 3.12.1, a second attempt to import a module that was
+    once refused in a sub-interpreter aborts the process, and some modules
+    crash it when the interpreter that loaded them ends."""
 
-    REFUSED = {"_ssl": "ssl"}
+    def __init__(self):
+        self.reasons = {}
+
+    def refuse(self, name, reason):
+        self.reasons.setdefault(name, reason)
 
     def find_spec(self, name, path=None, target=None):
-        if name in self.REFUSED:
-            raise WorkerImportError(
-                f"{self.REFUSED[name]} cannot be used in a pyparallel worker "
-                f"on CPython 3.12: a CPython 3.12 bug corrupts memory when an "
-                f"interpreter that imported {name} ends. Use CPython 3.13, or "
-                f"do this work in the main interpreter.", name=name)
+        reason = self.reasons.get(name)
+        if reason is not None:
+            raise WorkerImportError(reason, name=name)
         return None
+
+
+_refuser = _Refuser()
+
+
+class _MainImportsFirst:
+    """CPython 3.12 only: an extension module is imported by the main
+    interpreter before a worker tries it.  On 3.12.1, when a sub-interpreter
+    is refused a single-phase extension module first, a later import of that
+    module by the main interpreter corrupts memory ("double free or
+    corruption"); in the other order the refusal is clean."""
+
+    def __init__(self):
+        self.seen = set()
+
+    def find_spec(self, name, path=None, target=None):
+        if name in self.seen or name in sys.modules:
+            return None
+        self.seen.add(name)
+        from importlib.machinery import ExtensionFileLoader, PathFinder
+        spec = PathFinder.find_spec(name, path)
+        if spec is not None and isinstance(spec.loader, ExtensionFileLoader):
+            from . import _pyparallel
+            _pyparallel.call_from_main_thread_and_wait(_import_in_main, name)
+        return None            # the usual finders take it from here
+
+
+def _import_in_main(name):
+    # Runs in the main interpreter; whether it works there is its own
+    # business: the worker's import reports its own outcome.
+    try:
+        importlib.import_module(name)
+    except Exception:
+        pass
+
+
+def refused(name, message):
+    """Remember that name cannot be imported here (called by _errors)."""
+    _refuser.refuse(name, message)
 
 
 def init(config):
@@ -49,7 +90,13 @@ def init(config):
         # zoneinfo's accelerator needs _datetime, which 3.12 refuses here;
         # zoneinfo then uses its pure-Python implementation.
         sys.modules["_zoneinfo"] = None
-        sys.meta_path.insert(0, _Refuse312())
+        _refuser.refuse(
+            "_ssl", "ssl cannot be used in a pyparallel worker on CPython "
+            "3.12: a CPython 3.12 bug corrupts memory when an interpreter "
+            "that imported _ssl ends. Use CPython 3.13, or do this work in "
+            "the main interpreter.")
+        sys.meta_path.insert(0, _MainImportsFirst())
+    sys.meta_path.insert(0, _refuser)
 
 
 def fini():
