@@ -32,10 +32,19 @@ typedef struct pp_queue {
     atomic_size_t len;       /* readable without the lock, for spinning */
     int sleepers;            /* consumers blocked in pthread_cond_wait */
     atomic_int closed;       /* set once by pp_queue_close */
+    atomic_int spinners;     /* consumers spinning right now */
+    int max_spinners;        /* more than this sleep at once instead */
 } pp_queue;
 
 /* Returns 0, or a positive errno value from pthreads. */
 int pp_queue_init(pp_queue *q);
+/* At most n consumers spin at a time; the others go straight to sleep.
+ * Spinning saves the wake-up of a sleeping thread (tens of microseconds on
+ * a virtual machine whose idle CPUs halt), but a spinner occupies a CPU that
+ * a producer may need: keep n below the number of CPUs.  Default: no
+ * limit. */
+void pp_queue_set_max_spinners(pp_queue *q, int n);
+
 /* The queue must be empty of waiters; nodes still queued are not touched. */
 void pp_queue_destroy(pp_queue *q);
 

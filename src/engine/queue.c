@@ -3,6 +3,7 @@
 #include "pp_sync.h"
 
 #include <errno.h>
+#include <limits.h>
 
 int
 pp_queue_init(pp_queue *q)
@@ -13,6 +14,8 @@ pp_queue_init(pp_queue *q)
     atomic_init(&q->len, 0);
     atomic_init(&q->closed, 0);
     q->sleepers = 0;
+    atomic_init(&q->spinners, 0);
+    q->max_spinners = INT_MAX;
     if ((rc = pthread_mutex_init(&q->mu, NULL)) != 0)
         return rc;
     if ((rc = pthread_cond_init(&q->cv, NULL)) != 0) {
@@ -20,6 +23,12 @@ pp_queue_init(pp_queue *q)
         return rc;
     }
     return 0;
+}
+
+void
+pp_queue_set_max_spinners(pp_queue *q, int n)
+{
+    q->max_spinners = n < 0 ? 0 : n;
 }
 
 void
@@ -47,8 +56,11 @@ push(pp_queue *q, pp_qnode *node, size_t batch)
         q->head = node;
     q->tail = node;
     len = atomic_fetch_add_explicit(&q->len, 1, memory_order_release) + 1;
-    /* Signal only when someone sleeps: spinning consumers see len change. */
-    wake = q->sleepers > 0 && len >= batch;
+    /* Signal only when someone sleeps and no spinning consumer is about to
+     * take the node anyway (a consumer that leaves nodes behind wakes the
+     * next sleeper itself, in pop). */
+    wake = q->sleepers > 0 && len >= batch &&
+           len > (size_t)atomic_load_explicit(&q->spinners, memory_order_relaxed);
     pthread_mutex_unlock(&q->mu);
     if (wake)
         pthread_cond_signal(&q->cv);
@@ -101,14 +113,19 @@ spin_for_work(pp_queue *q, long spin_ns)
 
     if (spin_ns <= 0)
         return;
+    if (atomic_fetch_add(&q->spinners, 1) >= q->max_spinners) {
+        atomic_fetch_sub(&q->spinners, 1);
+        return;
+    }
     deadline = pp_now_ns() + (uint64_t)spin_ns;
     while (atomic_load_explicit(&q->len, memory_order_acquire) == 0 &&
            !atomic_load_explicit(&q->closed, memory_order_relaxed)) {
         pp_cpu_relax();
         /* Reading the clock costs ~20 ns; look at it every 64 turns. */
         if ((++i & 63) == 0 && pp_now_ns() >= deadline)
-            return;
+            break;
     }
+    atomic_fetch_sub(&q->spinners, 1);
 }
 
 /* Blocks until the queue is non-empty or closed; the lock is held. */
@@ -126,13 +143,18 @@ pp_qnode *
 pp_queue_pop(pp_queue *q, long spin_ns)
 {
     pp_qnode *node = NULL;
+    int wake;
 
     spin_for_work(q, spin_ns);
     pthread_mutex_lock(&q->mu);
     wait_for_work(q);
     if (q->head)
         node = unlink_head(q);
+    /* Work left behind and a consumer asleep: pass the wake-up on. */
+    wake = q->head != NULL && q->sleepers > 0;
     pthread_mutex_unlock(&q->mu);
+    if (wake)
+        pthread_cond_signal(&q->cv);
     return node;
 }
 
