@@ -498,7 +498,7 @@ PyObject *
 pp_freeze(pp_state *st, PyObject *obj)
 {
     freeze_ctx c = {st, NULL, {NULL}, safety_on, 0};
-    PyObject *res, *where, *msg, *exc;
+    PyObject *res;
     pp_arena *arena = NULL;
     int gc_was_enabled = 0;
 
@@ -544,32 +544,8 @@ pp_freeze(pp_state *st, PyObject *obj)
         }
     }
     Py_DECREF(c.memo);
-    if (res == NULL && c.path.steps != NULL &&
-        PyErr_ExceptionMatches(pp_exc(st->FreezeError, PyExc_TypeError))) {
-        /* Prefix the message with where it happened. */
-        exc = PyErr_GetRaisedException();
-        where = pp_path_render(&c.path, "data");
-        msg = where ? PyUnicode_FromFormat("%U: %S", where, exc) : NULL;
-        if (msg) {
-            PyErr_SetObject(pp_exc(st->FreezeError, PyExc_TypeError), msg);
-            Py_DECREF(msg);
-            Py_DECREF(exc);
-        } else {
-            PyErr_SetRaisedException(exc);
-        }
-        Py_XDECREF(where);
-    } else if (res == NULL &&
-               PyErr_ExceptionMatches(pp_exc(st->FreezeError, PyExc_TypeError))) {
-        exc = PyErr_GetRaisedException();
-        msg = PyUnicode_FromFormat("data: %S", exc);
-        if (msg) {
-            PyErr_SetObject(pp_exc(st->FreezeError, PyExc_TypeError), msg);
-            Py_DECREF(msg);
-            Py_DECREF(exc);
-        } else {
-            PyErr_SetRaisedException(exc);
-        }
-    }
+    if (res == NULL)
+        pp_path_reraise(&c.path, "data", pp_exc(st->FreezeError, PyExc_TypeError));
     pp_path_clear(&c.path);
     return res;
 }

@@ -54,3 +54,25 @@ pp_path_clear(pp_path *p)
 {
     Py_CLEAR(p->steps);
 }
+
+void
+pp_path_reraise(pp_path *p, const char *root, PyObject *cls)
+{
+    PyObject *exc, *where, *msg = NULL;
+
+    if (!PyErr_ExceptionMatches(cls))
+        return;
+    exc = PyErr_GetRaisedException();
+    where = pp_path_render(p, root);
+    if (where)
+        msg = PyUnicode_FromFormat("%U: %S", where, exc);
+    if (msg) {
+        PyErr_SetObject(cls, msg);
+        Py_DECREF(msg);
+        Py_DECREF(exc);
+    } else {
+        PyErr_Clear();
+        PyErr_SetRaisedException(exc);
+    }
+    Py_XDECREF(where);
+}

@@ -96,6 +96,9 @@ void pp_path_push(pp_path *p, char kind, PyObject *key);
 /* Renders root + steps, e.g. "data['users'][3]".  New reference. */
 PyObject *pp_path_render(pp_path *p, const char *root);
 void pp_path_clear(pp_path *p);
+/* If the pending exception is a cls, raises it again as cls with the
+ * message prefixed by where it happened: "data['users'][3]: ...". */
+void pp_path_reraise(pp_path *p, const char *root, PyObject *cls);
 
 /* Deepest nesting a walk accepts before it reports a cycle or an overly
  * deep value, well inside the C stack. */

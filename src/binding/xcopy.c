@@ -302,22 +302,10 @@ int
 pp_encode(pp_state *st, PyObject *obj, pp_buf *out, const char *root)
 {
     enc_ctx c = {st, out, {NULL}};
-    PyObject *exc, *where, *msg;
     int rc = enc(&c, obj, 0);
 
-    if (rc < 0 && PyErr_ExceptionMatches(pp_exc(st->TransferError, PyExc_TypeError))) {
-        exc = PyErr_GetRaisedException();
-        where = pp_path_render(&c.path, root);
-        msg = where ? PyUnicode_FromFormat("%U: %S", where, exc) : NULL;
-        if (msg) {
-            PyErr_SetObject(pp_exc(st->TransferError, PyExc_TypeError), msg);
-            Py_DECREF(msg);
-            Py_DECREF(exc);
-        } else {
-            PyErr_SetRaisedException(exc);
-        }
-        Py_XDECREF(where);
-    }
+    if (rc < 0)
+        pp_path_reraise(&c.path, root, pp_exc(st->TransferError, PyExc_TypeError));
     pp_path_clear(&c.path);
     return rc;
 }
