@@ -86,9 +86,9 @@ def main():
     ap.add_argument("--root", default=sysconfig.get_paths()["stdlib"],
                     help="directory of .py files to index (default: the stdlib)")
     ap.add_argument("--files", type=int, default=5000, help="index at most this many files")
-    ap.add_argument("--queries", type=int, default=6000)
+    ap.add_argument("--queries", type=int, default=20000)
     ap.add_argument("--workers", type=int, default=pyparallel.cpu_count())
-    ap.add_argument("--batch", type=int, default=50, help="queries per task")
+    ap.add_argument("--batch", type=int, default=100, help="queries per task")
     args = ap.parse_args()
 
     t0 = time.perf_counter()
