@@ -13,6 +13,25 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+/* Under AddressSanitizer, cached chunks are poisoned, so that a use of a
+ * connection's memory after its release is caught although the pages stay
+ * mapped. */
+#if defined(__SANITIZE_ADDRESS__)
+#define PP_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define PP_ASAN 1
+#endif
+#endif
+#ifdef PP_ASAN
+#include <sanitizer/asan_interface.h>
+#define POISON(p, n) ASAN_POISON_MEMORY_REGION(p, n)
+#define UNPOISON(p, n) ASAN_UNPOISON_MEMORY_REGION(p, n)
+#else
+#define POISON(p, n) ((void)(p), (void)(n))
+#define UNPOISON(p, n) ((void)(p), (void)(n))
+#endif
+
 struct pp_arena_chunk {
     pp_arena_chunk *next;
     size_t size;             /* mapped bytes, header included */
@@ -87,6 +106,41 @@ pp_arena_init(pp_arena *a, size_t chunk_size, pp_region *region)
     a->used = a->mapped = 0;
     a->protected_ = 0;
     a->region = region;
+    a->cache = NULL;
+}
+
+void
+pp_chunk_cache_init(pp_chunk_cache *cc, size_t chunk_size, size_t max)
+{
+    size_t ps = page_size();
+
+    if (chunk_size == 0)
+        chunk_size = ps;
+    cc->free = NULL;
+    cc->chunk_size = (chunk_size + ps - 1) & ~(ps - 1);
+    cc->count = 0;
+    cc->max = max;
+}
+
+void
+pp_chunk_cache_drain(pp_chunk_cache *cc)
+{
+    pp_arena_chunk *c, *next;
+
+    for (c = cc->free; c; c = next) {
+        next = c->next;
+        UNPOISON(c, c->size);
+        munmap(c, c->size);
+    }
+    cc->free = NULL;
+    cc->count = 0;
+}
+
+void
+pp_arena_init_cached(pp_arena *a, pp_chunk_cache *cc)
+{
+    pp_arena_init(a, cc->chunk_size, NULL);
+    a->cache = cc;
 }
 
 static pp_arena_chunk *
@@ -100,6 +154,11 @@ new_chunk(pp_arena *a, size_t need)
     if (a->region) {
         if ((c = region_take(a->region, size)) == NULL)
             return NULL;
+    } else if (a->cache && a->cache->free && size == a->cache->chunk_size) {
+        c = a->cache->free;
+        a->cache->free = c->next;
+        a->cache->count--;
+        UNPOISON((char *)c + CHUNK_HDR, size - CHUNK_HDR);
     } else {
         c = mmap(NULL, size, PROT_READ | PROT_WRITE,
                  MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -185,10 +244,17 @@ pp_arena_release(pp_arena *a)
         (void)pp_arena_protect(a, 0);
     for (c = a->chunks; c; c = next) {
         next = c->next;
-        if (a->region)
+        if (a->region) {
             mprotect(c, c->size, PROT_NONE);
-        else
+        } else if (a->cache && c->size == a->cache->chunk_size &&
+                   a->cache->count < a->cache->max) {
+            c->next = a->cache->free;
+            a->cache->free = c;
+            a->cache->count++;
+            POISON((char *)c + CHUNK_HDR, c->size - CHUNK_HDR);
+        } else {
             munmap(c, c->size);
+        }
     }
     a->chunks = NULL;
     a->used = a->mapped = 0;

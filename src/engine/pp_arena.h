@@ -35,6 +35,18 @@ pp_region_contains(const pp_region *r, const void *p)
 
 typedef struct pp_arena_chunk pp_arena_chunk;
 
+/* A cache of free chunks of one size for arenas that come and go often
+ * (one per connection): a new arena takes a chunk from here instead of
+ * calling mmap, and a released one gives its chunks back instead of calling
+ * munmap, which in a threaded process also costs a TLB shoot-down on every
+ * CPU running it.  Not thread-safe: one per thread (per event loop). */
+typedef struct pp_chunk_cache {
+    pp_arena_chunk *free;    /* cached chunks, linked through ->next */
+    size_t chunk_size;       /* the one size cached, a page multiple */
+    size_t count;            /* chunks cached now */
+    size_t max;              /* chunks kept at most; the rest are unmapped */
+} pp_chunk_cache;
+
 typedef struct pp_arena {
     pp_arena_chunk *chunks;  /* newest first */
     size_t chunk_size;       /* default size of a new chunk, page multiple */
@@ -42,10 +54,22 @@ typedef struct pp_arena {
     size_t mapped;           /* bytes mapped */
     int protected_;          /* 1 after pp_arena_protect */
     pp_region *region;       /* where chunks come from; NULL: plain mmap */
+    pp_chunk_cache *cache;   /* NULL, or set by pp_arena_init_cached */
 } pp_arena;
 
 /* chunk_size 0 picks 1 MiB.  region may be NULL. */
 void pp_arena_init(pp_arena *a, size_t chunk_size, pp_region *region);
+
+/* chunk_size 0 picks one page; max is the most chunks kept cached. */
+void pp_chunk_cache_init(pp_chunk_cache *cc, size_t chunk_size, size_t max);
+
+/* Unmaps every cached chunk. */
+void pp_chunk_cache_drain(pp_chunk_cache *cc);
+
+/* Like pp_arena_init(a, cc->chunk_size, NULL), except that chunks of that
+ * size come from cc when it has some and go back to it (up to cc->max) on
+ * release.  Memory from a cached chunk is not zero-filled. */
+void pp_arena_init_cached(pp_arena *a, pp_chunk_cache *cc);
 
 /* Returns 16-byte aligned memory, or NULL with errno set (ENOMEM, or EPERM
  * once the arena is protected). */
