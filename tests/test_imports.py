@@ -299,3 +299,26 @@ def test_stdlib_table_in_one_go():
     names = ["json", "re", "math", "collections", "itertools", "functools", "struct"]
     results = list(pyparallel.map(tasks.import_and_check, names))
     assert results == [tasks.import_and_check(n) for n in names]
+
+
+def test_worker_that_fails_to_start_reports_worker_init_error(tmp_path):
+    """A worker whose start-up fails (here: main's sys.path, which workers
+    copy, shadows pyparallel with a package that raises) fails each task with
+    WorkerInitError carrying the start-up traceback; the process still exits
+    cleanly."""
+    broken = tmp_path / "shadow" / "pyparallel"
+    broken.mkdir(parents=True)
+    (broken / "__init__.py").write_text("raise RuntimeError('broken install: BOOM')\n")
+    r = support.run_code(tmp_path, """
+        import sys, pyparallel, tasks
+        sys.path.insert(0, %r)
+        fut = pyparallel.submit(tasks.add, 1, 2)
+        try:
+            fut.result(timeout=60)
+        except pyparallel.WorkerInitError as e:
+            print("INIT-ERROR", "BOOM" in str(e), "failed to start" in str(e))
+        else:
+            print("NO ERROR")
+        """ % str(tmp_path / "shadow"), timeout=60)
+    r.assert_clean_exit(0)
+    assert "INIT-ERROR True True" in r.stdout, r.describe()
