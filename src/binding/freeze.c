@@ -305,7 +305,17 @@ freeze_items(freeze_ctx *c, PyObject *o, PyObject *const *items, Py_ssize_t n,
         }
         PyTuple_SET_ITEM(tmp, i, fi);
     }
-    (void)o;
+    /* A tuple whose items all froze to themselves is already immutable:
+     * freeze it in place instead of holding a second copy (outside safety
+     * mode, where frozen memory must come from the arena). */
+    if (!c->safety && !c->local && Py_TYPE(o) == &PyTuple_Type) {
+        for (i = 0; i < n && PyTuple_GET_ITEM(tmp, i) == items[i]; i++)
+            ;
+        if (i == n) {
+            Py_DECREF(tmp);
+            return Py_NewRef(o);
+        }
+    }
     if (!c->safety || n == 0)
         return tmp;
     /* In safety mode the tuple itself must live in the arena; the tuple
@@ -406,6 +416,17 @@ freeze_container(freeze_ctx *c, PyObject *o, int depth)
                      "nested more than %d levels deep", PP_MAX_DEPTH);
         return NULL;
     }
+    if (t == &PyTuple_Type) {
+        /* No memo for tuples: a cycle must pass through a mutable container
+         * (memoised below), and a tuple of frozen items is frozen in place,
+         * so sharing survives anyway.  A memo entry per tuple would cost
+         * more than the data in a table of a million small tuples. */
+        res = freeze_items(c, o, &PyTuple_GET_ITEM(o, 0), PyTuple_GET_SIZE(o),
+                           depth);
+        if (res != NULL && !pp_is_immortal(res) && !c->local)
+            mark_frozen(res);
+        return res;
+    }
     if ((id = PyLong_FromVoidPtr(o)) == NULL)
         return NULL;
     seen = PyDict_GetItemWithError(c->memo, id);
@@ -422,10 +443,7 @@ freeze_container(freeze_ctx *c, PyObject *o, int depth)
     if (PyErr_Occurred() || PyDict_SetItem(c->memo, id, Py_None) < 0)
         goto done;
 
-    if (t == &PyTuple_Type)
-        res = freeze_items(c, o, &PyTuple_GET_ITEM(o, 0), PyTuple_GET_SIZE(o),
-                           depth);
-    else if (t == &PyList_Type) {
+    if (t == &PyList_Type) {
         /* Snapshot the list so that a child's freeze cannot resize it. */
         PyObject *snap = PyList_AsTuple(o);
         if (snap) {
