@@ -539,6 +539,7 @@ worker_main(void *arg)
     pp_worker *w = arg;
     pp_pool *pool = w->pool;
     pp_qnode *node;
+    int claimed = 0;
 
     /* A thread state of our own first, then drop the creating one: deleting
      * the interpreter's first thread state before another exists would make
@@ -558,13 +559,17 @@ worker_main(void *arg)
      * workers than CPUs spin at once, so a submitter always has a CPU):
      * on an idle 2-vCPU VM this took a trivial round trip from 86 us to
      * 6 us, because waking a sleeping thread means waking a halted vCPU. */
-    while ((node = pp_queue_pop(&pool->tasks, pool->spin_ns)) != NULL) {
+    while ((node = pp_queue_pop_claimed(&pool->tasks, pool->spin_ns, claimed)) != NULL) {
         pp_task *t = pp_container_of(node, pp_task, item.node);
 
+        claimed = 0;
         if (pp_word_cas(&t->state, TASK_PENDING, TASK_RUNNING)) {
             PyEval_RestoreThread(w->ts);
             run_task(w, t);
             PyEval_SaveThread();
+            /* Be a spinner before the caller sees the result: its next
+             * submit then finds us instead of waking a sleeping worker. */
+            claimed = pool->spin_ns > 0 && pp_queue_claim_spin(&pool->tasks);
             pp_word_set(&t->state, TASK_DONE);
         }
         /* Finished or cancelled: the completion thread takes it from here

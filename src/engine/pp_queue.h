@@ -62,6 +62,17 @@ int pp_queue_push_lazy(pp_queue *q, pp_qnode *node, size_t batch);
  * empty. */
 pp_qnode *pp_queue_pop(pp_queue *q, long spin_ns);
 
+/* Claims one of the spinning slots ahead of the next pop.  A consumer that
+ * is about to publish a result, and then come back for more, claims first:
+ * a producer reacting to that result then sees a spinner coming and does not
+ * pay for waking a sleeper.  Returns 1 when a slot was claimed, 0 when all
+ * are taken. */
+int pp_queue_claim_spin(pp_queue *q);
+
+/* pp_queue_pop for a consumer that may hold a claimed spinning slot
+ * (claimed = what pp_queue_claim_spin returned); the slot is released. */
+pp_qnode *pp_queue_pop_claimed(pp_queue *q, long spin_ns, int claimed);
+
 /* Removes the oldest node without blocking; NULL when empty. */
 pp_qnode *pp_queue_trypop(pp_queue *q);
 

@@ -105,18 +105,31 @@ unlink_all(pp_queue *q)
 }
 
 /* Spins until the queue is non-empty or closed, for at most spin_ns. */
+int
+pp_queue_claim_spin(pp_queue *q)
+{
+    if (atomic_fetch_add(&q->spinners, 1) >= q->max_spinners) {
+        atomic_fetch_sub(&q->spinners, 1);
+        return 0;
+    }
+    return 1;
+}
+
+/* Spins while the queue is empty, for at most spin_ns, in a spinning slot
+ * (claimed beforehand, or claimed here). */
 static void
-spin_for_work(pp_queue *q, long spin_ns)
+spin_for_work(pp_queue *q, long spin_ns, int claimed)
 {
     uint64_t deadline;
     unsigned i = 0;
 
-    if (spin_ns <= 0)
-        return;
-    if (atomic_fetch_add(&q->spinners, 1) >= q->max_spinners) {
-        atomic_fetch_sub(&q->spinners, 1);
+    if (spin_ns <= 0) {
+        if (claimed)
+            atomic_fetch_sub(&q->spinners, 1);
         return;
     }
+    if (!claimed && !pp_queue_claim_spin(q))
+        return;
     deadline = pp_now_ns() + (uint64_t)spin_ns;
     while (atomic_load_explicit(&q->len, memory_order_acquire) == 0 &&
            !atomic_load_explicit(&q->closed, memory_order_relaxed)) {
@@ -142,10 +155,16 @@ wait_for_work(pp_queue *q)
 pp_qnode *
 pp_queue_pop(pp_queue *q, long spin_ns)
 {
+    return pp_queue_pop_claimed(q, spin_ns, 0);
+}
+
+pp_qnode *
+pp_queue_pop_claimed(pp_queue *q, long spin_ns, int claimed)
+{
     pp_qnode *node = NULL;
     int wake;
 
-    spin_for_work(q, spin_ns);
+    spin_for_work(q, spin_ns, claimed);
     pthread_mutex_lock(&q->mu);
     wait_for_work(q);
     if (q->head)
@@ -177,7 +196,7 @@ pp_queue_pop_all(pp_queue *q, long spin_ns)
 {
     pp_qnode *chain;
 
-    spin_for_work(q, spin_ns);
+    spin_for_work(q, spin_ns, 0);
     pthread_mutex_lock(&q->mu);
     wait_for_work(q);
     chain = unlink_all(q);
