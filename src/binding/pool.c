@@ -947,26 +947,6 @@ pool_wait_ready(pp_pool *self, PyObject *args)
     Py_RETURN_TRUE;
 }
 
-/* init_errors() -> list of the start-up tracebacks of failed workers. */
-static PyObject *
-pool_init_errors(pp_pool *self, PyObject *unused)
-{
-    PyObject *res = PyList_New(0);
-    int i;
-
-    (void)unused;
-    for (i = 0; res && i < self->nstarted; i++) {
-        if (pp_word_get(&self->ready) == (uint32_t)self->nworkers &&
-            self->workers[i].init_error) {
-            PyObject *s = PyUnicode_FromString(self->workers[i].init_error);
-            if (s == NULL || PyList_Append(res, s) < 0)
-                Py_CLEAR(res);
-            Py_XDECREF(s);
-        }
-    }
-    return res;
-}
-
 static int
 pool_traverse(pp_pool *self, visitproc visit, void *arg)
 {
@@ -1061,8 +1041,6 @@ static PyMethodDef pool_methods[] = {
      METH_VARARGS | METH_KEYWORDS, "shutdown(wait=True, cancel_futures=False)"},
     {"wait_ready", (PyCFunction)pool_wait_ready, METH_VARARGS,
      "wait_ready(timeout=None) -> bool: True once every worker has started"},
-    {"init_errors", (PyCFunction)pool_init_errors, METH_NOARGS,
-     "Start-up tracebacks of workers that failed to start"},
     {NULL, NULL, 0, NULL}
 };
 
