@@ -6,6 +6,7 @@
  * GC hooks, then the method table, slots and module definition last.
  */
 #include "pp_binding.h"
+#include "pp_io.h"
 #include "pp_thread.h"
 
 pp_state *
@@ -167,7 +168,59 @@ mod_roundtrip(PyObject *module, PyObject *obj)
     return res;
 }
 
+/* ---- run() / stop() ------------------------------------------------------
+ *
+ * One process-wide word: stop() sets it from any interpreter or thread,
+ * _wait_stop() (run()'s core, main thread) waits for it and consumes it. */
+static pp_word stop_word;
+
+static PyObject *
+mod_stop(PyObject *module, PyObject *unused)
+{
+    (void)module; (void)unused;
+    pp_word_set(&stop_word, 1);
+    Py_RETURN_NONE;
+}
+
+/* _wait_stop(timeout) -> bool: True when stop() was called (and is now
+ * consumed), False on timeout.  Signal handlers run while it waits. */
+static PyObject *
+mod_wait_stop(PyObject *module, PyObject *args)
+{
+    double timeout;
+    uint64_t start = pp_now_ns();
+
+    (void)module;
+    if (!PyArg_ParseTuple(args, "d:_wait_stop", &timeout))
+        return NULL;
+    for (;;) {
+        long left = -1;
+        if (pp_word_cas(&stop_word, 1, 0))
+            Py_RETURN_TRUE;
+        if (timeout >= 0) {
+            uint64_t spent = pp_now_ns() - start;
+            if ((double)spent >= timeout * 1e9)
+                Py_RETURN_FALSE;
+            left = (long)(timeout * 1e9 - (double)spent);
+        }
+        if (pp_wait_word(&stop_word, 0, left) < 0)
+            return NULL;
+    }
+}
+
+static PyObject *
+mod_connect(PyObject *module, PyObject *args, PyObject *kwargs)
+{
+    return pp_client_connect(module, args, kwargs);
+}
+
 static PyMethodDef module_methods[] = {
+    {"stop", mod_stop, METH_NOARGS,
+     "stop()\n--\n\nMake the current or next pyparallel.run() return "
+     "(any thread, any interpreter)."},
+    {"_wait_stop", mod_wait_stop, METH_VARARGS, NULL},
+    {"_connect", (PyCFunction)(void (*)(void))mod_connect,
+     METH_VARARGS | METH_KEYWORDS, NULL},
     {"freeze", mod_freeze, METH_O, freeze_doc},
     {"is_frozen", mod_is_frozen, METH_O,
      "is_frozen(obj, /)\n--\n\nTrue if obj was frozen by pyparallel."},
@@ -215,6 +268,15 @@ module_exec(PyObject *module)
     st->task_type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &pp_task_spec, NULL);
     if (st->task_type == NULL || PyModule_AddType(module, st->task_type) < 0)
         return -1;
+    st->transport_type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &pp_transport_spec, NULL);
+    if (st->transport_type == NULL || PyModule_AddType(module, st->transport_type) < 0)
+        return -1;
+    st->server_type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &pp_server_spec, NULL);
+    if (st->server_type == NULL || PyModule_AddType(module, st->server_type) < 0)
+        return -1;
+    st->timer_type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &pp_timer_spec, NULL);
+    if (st->timer_type == NULL || PyModule_AddType(module, st->timer_type) < 0)
+        return -1;
     /* The shared FrozenMap type is readied once, by the main interpreter. */
     if (is_main && pp_frozenmap_ready() < 0)
         return -1;
@@ -238,6 +300,9 @@ module_traverse(PyObject *module, visitproc visit, void *arg)
         return 0;
     Py_VISIT(st->pool_type);
     Py_VISIT(st->task_type);
+    Py_VISIT(st->transport_type);
+    Py_VISIT(st->server_type);
+    Py_VISIT(st->timer_type);
     Py_VISIT(st->FreezeError);
     Py_VISIT(st->TransferError);
     Py_VISIT(st->WorkerError);
@@ -259,6 +324,9 @@ module_clear(PyObject *module)
         return 0;
     Py_CLEAR(st->pool_type);
     Py_CLEAR(st->task_type);
+    Py_CLEAR(st->transport_type);
+    Py_CLEAR(st->server_type);
+    Py_CLEAR(st->timer_type);
     Py_CLEAR(st->FreezeError);
     Py_CLEAR(st->TransferError);
     Py_CLEAR(st->WorkerError);

@@ -28,6 +28,7 @@
  * Ctrl-C always reaches the main thread.
  */
 #include "pp_binding.h"
+#include "pp_io.h"
 #include "pp_queue.h"
 #include "pp_sync.h"
 #include "pp_thread.h"
@@ -96,6 +97,7 @@ typedef struct pp_worker {
     PyObject *fini;        /* pyparallel._worker.fini */
     PyObject *fns;         /* list: fn_id -> callable, or None */
     char *init_error;      /* malloc'd traceback of a failed start */
+    pp_lthread *lt;        /* its loop thread, once I/O needs one */
 } pp_worker;
 
 struct pp_pool {
@@ -135,8 +137,8 @@ int pp_pools_created;
 
 /* The current exception as "Traceback ...\n" text (malloc'd), clearing it.
  * Never NULL. */
-static char *
-exception_text(void)
+char *
+pp_exception_text(void)
 {
     PyObject *exc = PyErr_GetRaisedException(), *tb = NULL, *lines = NULL,
              *text = NULL, *empty = NULL;
@@ -551,7 +553,7 @@ worker_main(void *arg)
     PyThreadState_Delete(w->boot_ts);
     w->boot_ts = NULL;
     if (worker_init(w) < 0)
-        w->init_error = exception_text();
+        w->init_error = pp_exception_text();
     PyEval_SaveThread();
     pp_word_add(&pool->ready, 1);
 
@@ -582,6 +584,13 @@ worker_main(void *arg)
             pp_queue_push(&pool->done, &t->item.node);
     }
 
+    /* The loop thread goes first: it closes its connections (running their
+     * connection_lost) and deletes its thread state, and Py_EndInterpreter
+     * wants to be the interpreter's last thread. */
+    if (w->lt) {
+        pp_lthread_stop_join(w->lt);
+        w->lt = NULL;
+    }
     PyEval_RestoreThread(w->ts);
     if (w->fini) {
         PyObject *r = PyObject_CallNoArgs(w->fini);
@@ -1273,4 +1282,108 @@ done:
     Py_XDECREF(fkwargs);
     Py_XDECREF(call);
     return res;
+}
+
+/* ---- hooks for the I/O layer (pp_io.h) -------------------------------- */
+
+int
+pp_pool_nworkers(PyObject *pool)
+{
+    return ((pp_pool *)pool)->nworkers;
+}
+
+pp_lthread *
+pp_pool_lthread(PyObject *pool_obj, int i)
+{
+    pp_pool *pool = (pp_pool *)pool_obj;
+    pp_worker *w;
+    int64_t n;
+
+    if (i < 0 || i >= pool->nworkers) {
+        PyErr_Format(PyExc_ValueError, "worker must be in 0..%d, not %d",
+                     pool->nworkers - 1, i);
+        return NULL;
+    }
+    if (pool->shut) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "pyparallel's workers have shut down (interpreter exit "
+                        "or pyparallel.shutdown()); no more I/O can start");
+        return NULL;
+    }
+    while ((n = pp_word_get(&pool->ready)) < pool->nworkers) {
+        if (wait_word_interruptibly(&pool->ready, (uint32_t)n, 0, -1) < 0)
+            return NULL;
+    }
+    w = &pool->workers[i];
+    if (w->init_error != NULL) {
+        PyErr_Format(pp_exc(pool->st->WorkerInitError, PyExc_RuntimeError),
+                     "pyparallel worker %d failed to start, so it cannot run "
+                     "I/O:\n%s", i, w->init_error);
+        return NULL;
+    }
+    if (w->lt == NULL && (w->lt = pp_lthread_start(w, i, w->interp, w->st)) == NULL)
+        return NULL;
+    if (pp_word_get(&w->lt->started) != 1) {
+        PyErr_Format(PyExc_RuntimeError,
+                     "the I/O loop of pyparallel worker %d failed to start "
+                     "(its error was printed)", i);
+        return NULL;
+    }
+    return w->lt;
+}
+
+int64_t
+pp_pool_fn_id(PyObject *pool, PyObject *fn)
+{
+    int64_t id = fn_lookup((pp_pool *)pool, fn);
+
+    return id == FN_PICKLED ? -2 : id;
+}
+
+PyObject *
+pp_worker_callable(struct pp_worker *w, uint32_t id)
+{
+    return worker_fn(w, id);
+}
+
+PyObject *
+pp_pool_task_new(PyObject *pool_obj, PyObject *future)
+{
+    pp_pool *pool = (pp_pool *)pool_obj;
+    pp_task *t = PyObject_GC_New(pp_task, pool->st->task_type);
+
+    if (t == NULL)
+        return NULL;
+    t->item.node.next = NULL;
+    t->item.kind = ITEM_TASK;
+    pp_word_init(&t->state, TASK_RUNNING);
+    atomic_init(&t->waiting, 0);
+    t->fn_id = FN_PICKLED;
+    t->failed = 0;
+    t->materialized = 0;
+    memset(&t->in, 0, sizeof t->in);
+    memset(&t->out, 0, sizeof t->out);
+    t->future = Py_NewRef(future);
+    t->pool = (pp_pool *)Py_NewRef(pool);
+    PyObject_GC_Track(t);
+    Py_INCREF(t);                    /* the pipeline's reference */
+    return (PyObject *)t;
+}
+
+void
+pp_task_finish(struct pp_worker *w, PyObject *task, PyObject *value)
+{
+    pp_task *t = (pp_task *)task;
+
+    t->out.len = 0;
+    if (value == NULL || pp_encode(w->st, value, &t->out, "the result") < 0)
+        report_exception(w, t);
+    pp_word_set(&t->state, TASK_DONE);
+    pp_queue_push(&w->pool->done, &t->item.node);
+}
+
+int64_t
+pp_wait_word(pp_word *word, uint32_t expected, long timeout_ns)
+{
+    return wait_word_interruptibly(word, expected, 0, timeout_ns);
 }

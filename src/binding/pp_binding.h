@@ -58,6 +58,9 @@ struct pp_worker;
 typedef struct pp_state {
     PyTypeObject *pool_type;
     PyTypeObject *task_type;
+    PyTypeObject *transport_type;
+    PyTypeObject *server_type;
+    PyTypeObject *timer_type;
     /* Exception classes, handed over by pyparallel/_errors.py via _init(). */
     PyObject *FreezeError;
     PyObject *TransferError;

@@ -57,6 +57,9 @@ struct pp_loop {
 
     pp_link pending;
 
+    pp_block_proc before_block, after_block;
+    void *block_data;
+
     int running;             /* inside pp_loop_run_once */
     uint64_t now;
     pp_loop_stats stats;
@@ -482,12 +485,17 @@ poll_timeout(pp_loop *loop, int timeout_ms)
 int
 pp_loop_run_once(pp_loop *loop, int timeout_ms)
 {
-    int n;
+    int n, timeout;
 
     /* A nested run would overwrite the batch being dispatched. */
     if (loop->running)
         return -EBUSY;
-    n = poller_wait(loop, poll_timeout(loop, timeout_ms));
+    timeout = poll_timeout(loop, timeout_ms);
+    if (timeout != 0 && loop->before_block)
+        loop->before_block(loop, loop->block_data);
+    n = poller_wait(loop, timeout);
+    if (timeout != 0 && loop->after_block)
+        loop->after_block(loop, loop->block_data);
     if (n < 0)
         return n;
     loop->running = 1;
@@ -511,6 +519,15 @@ pp_loop_run(pp_loop *loop)
             return rc;
     }
     return 0;
+}
+
+void
+pp_loop_set_block_hooks(pp_loop *loop, pp_block_proc before,
+                        pp_block_proc after, void *data)
+{
+    loop->before_block = before;
+    loop->after_block = after;
+    loop->block_data = data;
 }
 
 void

@@ -136,6 +136,15 @@ int pp_loop_run_once(pp_loop *loop, int timeout_ms);
  * thread may call this, also before pp_loop_run() has started. */
 void pp_loop_stop(pp_loop *loop);
 
+/* Hooks run around a poll that may block (its timeout is not 0), on the
+ * loop's thread: before returns what the thread holds that others may need
+ * while it sleeps, after takes it back -- an embedding interpreter's lock,
+ * say.  Either may be NULL.  A poll that cannot block runs neither, so a
+ * busy loop does not pay for them. */
+typedef void (*pp_block_proc)(pp_loop *loop, void *data);
+void pp_loop_set_block_hooks(pp_loop *loop, pp_block_proc before,
+                             pp_block_proc after, void *data);
+
 /* The monotonic time (pp_now_ns) read after the last poll: what "now" means
  * for the callbacks of this iteration. */
 uint64_t pp_loop_now(const pp_loop *loop);

@@ -26,6 +26,7 @@ from ._errors import (FreezeError, PyParallelError, RemoteTraceback,
 _pyparallel._init(_errors)
 
 from ._api import Executor, Future, configure, map, shutdown, submit  # noqa: E402
+from ._io import Server, client, run, server, stop, timer  # noqa: E402
 from ._pyparallel import (FrozenMap, call_from_main_thread,  # noqa: E402
                           call_from_main_thread_and_wait, cpu_count, freeze,
                           is_frozen, is_parallel_context, worker_id)
@@ -33,6 +34,7 @@ from ._pyparallel import (FrozenMap, call_from_main_thread,  # noqa: E402
 __all__ = [
     "freeze", "is_frozen", "FrozenMap",
     "submit", "map", "Executor", "Future", "configure", "shutdown",
+    "server", "client", "timer", "run", "stop", "Server",
     "call_from_main_thread", "call_from_main_thread_and_wait",
     "is_parallel_context", "worker_id", "cpu_count", "safety_enabled",
     "PyParallelError", "FreezeError", "TransferError", "WorkerError",

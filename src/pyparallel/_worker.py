@@ -203,3 +203,15 @@ def loads(data):
     if not _main_ready and b"__main__" in data:
         _load_main()
     return pickle.loads(data)
+
+
+def log_callback_error(what, transport, exc):
+    """Logs an exception that escaped a protocol or timer callback in this
+    worker (logger "pyparallel"; with no logging set up, Python's last-resort
+    handler prints it to stderr with its traceback)."""
+    import logging
+    from . import _pyparallel
+    where = f" on {transport!r}" if transport is not None else ""
+    logging.getLogger("pyparallel").error(
+        "exception in %s%s (worker %s)", what, where, _pyparallel.worker_id(),
+        exc_info=(type(exc), exc, exc.__traceback__))

@@ -1,0 +1,304 @@
+/* lthread.c -- a worker's loop thread and the commands other threads send it.
+ *
+ * The life of a loop thread (see pp_io.h for why it exists):
+ *
+ *   start     the main thread creates it once a server, client or timer
+ *             first needs worker i; it makes a thread state in the
+ *             worker's interpreter and takes that interpreter's GIL;
+ *   run       pp_loop_run(): I/O, timers, and commands (drained by the
+ *             async callback, at most a batch per wake-up);
+ *   stop      the worker thread, when its pool shuts down, marks the queue
+ *             stopped and stops the loop; the loop thread then closes every
+ *             endpoint (connection_lost runs for each connection), cancels
+ *             timers, runs the loop until the last connection is gone,
+ *             deletes its thread state and ends;
+ *   join      the worker thread joins it and only then ends the
+ *             interpreter (Py_EndInterpreter wants to be its last thread).
+ */
+#include "pp_io.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- commands ----------------------------------------------------------- */
+
+void
+pp_cmd_init(pp_cmd *cmd, pp_cmd_proc proc)
+{
+    cmd->next = NULL;
+    cmd->proc = proc;
+    cmd->cancel = NULL;
+    cmd->free = NULL;
+    atomic_init(&cmd->refs, 1);
+    pp_word_init(&cmd->done, 0);
+    cmd->rc = 0;
+    cmd->error = NULL;
+}
+
+void
+pp_cmd_release(pp_cmd *cmd)
+{
+    if (atomic_fetch_sub(&cmd->refs, 1) != 1)
+        return;
+    free(cmd->error);
+    if (cmd->free)
+        cmd->free(cmd);
+    else
+        free(cmd);
+}
+
+int
+pp_cmd_post(pp_lthread *lt, pp_cmd *cmd)
+{
+    int stopped;
+
+    atomic_fetch_add(&cmd->refs, 1);
+    pthread_mutex_lock(&lt->mu);
+    stopped = lt->stopped;
+    if (!stopped) {
+        if (lt->tail)
+            lt->tail->next = cmd;
+        else
+            lt->head = cmd;
+        lt->tail = cmd;
+    }
+    pthread_mutex_unlock(&lt->mu);
+    if (stopped) {
+        if (cmd->cancel)
+            cmd->cancel(lt, cmd);
+        pp_word_set(&cmd->done, 1);
+        pp_cmd_release(cmd);
+        return -1;
+    }
+    pp_async_send(&lt->async);
+    return 0;
+}
+
+int
+pp_cmd_call(pp_lthread *lt, pp_cmd *cmd)
+{
+    if (pp_cmd_post(lt, cmd) < 0) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "pyparallel's workers have shut down (interpreter exit "
+                        "or pyparallel.shutdown()); no more I/O can start");
+        return -1;
+    }
+    while (pp_word_get(&cmd->done) == 0) {
+        if (pp_wait_word(&cmd->done, 0, -1) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* Runs one command on the loop thread and drops its reference. */
+static void
+run_cmd(pp_lthread *lt, pp_cmd *cmd)
+{
+    cmd->proc(lt, cmd);
+    if (PyErr_Occurred())
+        pp_lthread_log_error(lt, "a pyparallel command", NULL);
+    pp_word_set(&cmd->done, 1);
+    pp_cmd_release(cmd);
+}
+
+/* Commands per wake-up: the rest wait one loop iteration, so a flood of
+ * commands cannot starve the connections. */
+#define CMD_BATCH 64
+
+static void
+on_commands(pp_loop *loop, pp_async *async)
+{
+    pp_lthread *lt = async->data;
+    int n = 0, more;
+
+    (void)loop;
+    for (;;) {
+        pp_cmd *cmd;
+
+        pthread_mutex_lock(&lt->mu);
+        cmd = lt->head;
+        if (cmd) {
+            lt->head = cmd->next;
+            if (lt->head == NULL)
+                lt->tail = NULL;
+        }
+        more = lt->head != NULL;
+        pthread_mutex_unlock(&lt->mu);
+        if (cmd == NULL)
+            return;
+        cmd->next = NULL;
+        run_cmd(lt, cmd);
+        if (++n == CMD_BATCH && more) {
+            pp_async_send(&lt->async);   /* the rest next iteration */
+            return;
+        }
+    }
+}
+
+/* ---- logging ------------------------------------------------------------- */
+
+void
+pp_lthread_log_error(pp_lthread *lt, const char *what, PyObject *about)
+{
+    PyObject *exc = PyErr_GetRaisedException(), *r = NULL;
+
+    if (exc == NULL)
+        return;
+    if (lt->log_error)
+        r = PyObject_CallFunction(lt->log_error, "sOO", what,
+                                  about ? about : Py_None, exc);
+    if (r == NULL) {
+        /* The logger itself failed: fall back to stderr. */
+        PyErr_Clear();
+        PySys_WriteStderr("pyparallel: exception in %s (worker %d):\n", what,
+                          lt->index);
+        PyErr_DisplayException(exc);
+    }
+    Py_XDECREF(r);
+    Py_DECREF(exc);
+}
+
+/* ---- the thread ----------------------------------------------------------- */
+
+static void
+before_block(pp_loop *loop, void *data)
+{
+    pp_lthread *lt = data;
+
+    (void)loop;
+    lt->saved = PyEval_SaveThread();
+}
+
+static void
+after_block(pp_loop *loop, void *data)
+{
+    pp_lthread *lt = data;
+
+    (void)loop;
+    PyEval_RestoreThread(lt->saved);
+    lt->saved = NULL;
+}
+
+/* timer.c: cancels every timer of this loop. */
+void pp_timer_close_all(pp_lthread *lt);
+/* client.c: frees the client connection group once it is empty. */
+void pp_client_fini(pp_lthread *lt);
+
+static int
+lthread_setup(pp_lthread *lt)
+{
+    PyObject *wmod = PyImport_ImportModule("pyparallel._worker");
+
+    if (wmod == NULL)
+        return -1;
+    lt->log_error = PyObject_GetAttrString(wmod, "log_callback_error");
+    Py_DECREF(wmod);
+    return lt->log_error ? 0 : -1;
+}
+
+static void
+lthread_main(void *arg)
+{
+    pp_lthread *lt = arg;
+    pp_link *l, *next;
+    pp_cmd *cmd;
+
+    lt->ts = PyThreadState_New(lt->interp);
+    PyEval_RestoreThread(lt->ts);
+    if (lthread_setup(lt) < 0) {
+        pp_lthread_log_error(lt, "starting a loop thread", NULL);
+        pthread_mutex_lock(&lt->mu);
+        lt->stopped = 1;
+        pthread_mutex_unlock(&lt->mu);
+        pp_word_set(&lt->started, 2);
+    } else {
+        pp_loop_set_block_hooks(lt->loop, before_block, after_block, lt);
+        pp_word_set(&lt->started, 1);
+        (void)pp_loop_run(lt->loop);
+    }
+
+    /* Stopping: commands that raced with the stop still get run (they were
+     * queued before `stopped` was set), then everything here is closed. */
+    pthread_mutex_lock(&lt->mu);
+    lt->stopped = 1;
+    cmd = lt->head;
+    lt->head = lt->tail = NULL;
+    pthread_mutex_unlock(&lt->mu);
+    while (cmd) {
+        pp_cmd *next = cmd->next;
+        run_cmd(lt, cmd);
+        cmd = next;
+    }
+    pp_timer_close_all(lt);
+    for (l = lt->endpoints.next; l != &lt->endpoints; l = next) {
+        next = l->next;          /* close() may unlink it at once */
+        pp_container_of(l, pp_endpoint, link)->close(
+            pp_container_of(l, pp_endpoint, link));
+    }
+    while (!pp_link_empty(&lt->endpoints))
+        (void)pp_loop_run_once(lt->loop, 10);
+    pp_client_fini(lt);
+    pp_loop_set_block_hooks(lt->loop, NULL, NULL, NULL);
+    pp_async_stop(lt->loop, &lt->async);
+    Py_CLEAR(lt->log_error);
+    PyThreadState_Clear(lt->ts);
+    PyThreadState_DeleteCurrent();
+    lt->ts = NULL;
+}
+
+pp_lthread *
+pp_lthread_start(struct pp_worker *w, int index, PyInterpreterState *interp,
+                 pp_state *st)
+{
+    pp_lthread *lt = calloc(1, sizeof(*lt));
+    int rc;
+
+    if (lt == NULL) {
+        PyErr_NoMemory();
+        return NULL;
+    }
+    lt->worker = w;
+    lt->index = index;
+    lt->interp = interp;
+    lt->st = st;
+    pthread_mutex_init(&lt->mu, NULL);
+    pp_word_init(&lt->started, 0);
+    pp_link_init_head(&lt->endpoints);
+    pp_link_init_head(&lt->timers);
+    if ((rc = pp_loop_create(&lt->loop)) < 0)
+        goto fail;
+    pp_async_start(lt->loop, &lt->async, on_commands, lt);
+    if ((rc = -pp_thread_start(&lt->thread, lthread_main, lt)) < 0) {
+        pp_async_stop(lt->loop, &lt->async);
+        goto fail;
+    }
+    /* Wait until it runs (started 1) or has failed to (2: the thread has
+     * ended; the worker still joins and frees it). */
+    Py_BEGIN_ALLOW_THREADS
+    while (pp_word_get(&lt->started) == 0)
+        pp_word_wait(&lt->started, 0, 0, -1);
+    Py_END_ALLOW_THREADS
+    return lt;
+fail:
+    if (lt->loop)
+        (void)pp_loop_destroy(lt->loop);
+    pthread_mutex_destroy(&lt->mu);
+    free(lt);
+    errno = -rc;
+    PyErr_SetFromErrno(PyExc_OSError);
+    return NULL;
+}
+
+void
+pp_lthread_stop_join(pp_lthread *lt)
+{
+    pthread_mutex_lock(&lt->mu);
+    lt->stopped = 1;
+    pthread_mutex_unlock(&lt->mu);
+    pp_loop_stop(lt->loop);
+    pp_thread_join(&lt->thread);
+    (void)pp_loop_destroy(lt->loop);
+    pthread_mutex_destroy(&lt->mu);
+    free(lt);
+}

@@ -1,0 +1,215 @@
+/* pp_io.h -- the binding's parallel I/O layer: loop threads, protocols,
+ * servers, clients and timers (see docs/io.md for the Python face).
+ *
+ * Every worker interpreter gets, on first use, a *loop thread*: an OS thread
+ * with a thread state of its own in that interpreter, running a pp_loop.  It
+ * holds the interpreter's GIL while it runs callbacks and gives it up only
+ * while its poll may block (pp_loop_set_block_hooks), so a busy loop pays
+ * nothing per event for the GIL, and the worker's task thread can run
+ * whenever the loop waits.
+ *
+ * Other threads talk to a loop thread with commands: a pp_cmd is queued
+ * under a mutex and the loop's pp_async is sent; the loop thread runs the
+ * command's proc with its GIL held.  A command is reference-counted (the
+ * poster and the loop thread each hold one), so a caller interrupted by
+ * Ctrl-C while it waits can leave without freeing memory the loop thread
+ * still uses.
+ */
+#ifndef PP_IO_H
+#define PP_IO_H
+
+#include "pp_binding.h"
+#include "pp_conn.h"
+#include "pp_loop.h"
+#include "pp_net.h"
+#include "pp_queue.h"
+#include "pp_sync.h"
+#include "pp_thread.h"
+
+#include <pthread.h>
+
+struct pp_worker;
+typedef struct pp_lthread pp_lthread;
+typedef struct pp_cmd pp_cmd;
+
+/* ---- commands ---------------------------------------------------------- */
+
+typedef void (*pp_cmd_proc)(pp_lthread *lt, pp_cmd *cmd);
+
+struct pp_cmd {
+    pp_cmd *next;
+    pp_cmd_proc proc;        /* loop thread, worker GIL held */
+    pp_cmd_proc cancel;      /* the loop thread is gone: instead of proc, on
+                                the poster's thread (may be NULL) */
+    void (*free)(pp_cmd *);  /* frees the whole command (NULL: free()) */
+    atomic_int refs;
+    pp_word done;            /* 0, then 1 once proc (or cancel) has run */
+    int rc;                  /* 0 or -errno, set by proc */
+    char *error;             /* malloc'd message, set by proc on failure */
+};
+
+/* Initialises a command of a bigger struct; refs = 1 (the caller's). */
+void pp_cmd_init(pp_cmd *cmd, pp_cmd_proc proc);
+/* Drops one reference; the last frees it. */
+void pp_cmd_release(pp_cmd *cmd);
+
+/* Queues cmd for the loop thread (taking a reference for it).  Any thread.
+ * Returns 0, or -1 when the loop thread has stopped (cmd->cancel has then
+ * run here, if set). */
+int pp_cmd_post(pp_lthread *lt, pp_cmd *cmd);
+
+/* Posts cmd and waits for it with the GIL released, in slices that let
+ * Ctrl-C through.  Main interpreter.  Returns 0 (see cmd->rc), or -1 with
+ * an exception set: RuntimeError when the loop thread is gone, or the
+ * signal handler's exception.  The caller releases cmd either way. */
+int pp_cmd_call(pp_lthread *lt, pp_cmd *cmd);
+
+/* ---- loop threads (lthread.c) ------------------------------------------ */
+
+struct pp_lthread {
+    int index;                   /* the worker's */
+    struct pp_worker *worker;
+    PyInterpreterState *interp;
+    pp_state *st;                /* the worker interpreter's module state */
+    PyThreadState *ts;
+    PyThreadState *saved;        /* while the poll blocks */
+    pp_thread thread;
+    pp_loop *loop;
+    pp_async async;
+    pthread_mutex_t mu;          /* guards the queue and stopped */
+    pp_cmd *head, *tail;
+    int stopped;                 /* no more commands */
+    pp_word started;             /* 1: running, 2: failed to start */
+    /* Loop thread only. */
+    pp_link endpoints;           /* servers and clients living here */
+    pp_link timers;
+    PyObject *log_error;         /* pyparallel._worker.log_callback_error */
+    pp_conn_group clients;       /* connections made by client() */
+    int clients_ready;
+};
+
+/* Starts the loop thread of a worker and waits until it runs.  Main GIL
+ * held.  Returns it -- check lt->started: 1 running, 2 failed to start (it
+ * printed why) -- or NULL with an exception set. */
+pp_lthread *pp_lthread_start(struct pp_worker *w, int index,
+                             PyInterpreterState *interp, pp_state *st);
+
+/* Stops the loop thread, which closes every server connection, client and
+ * timer it holds (connection_lost runs for each), and waits for it to end;
+ * then frees it.  Called by the worker thread, holding no GIL, before it
+ * ends its interpreter. */
+void pp_lthread_stop_join(pp_lthread *lt);
+
+/* Logs the pending exception through pyparallel's logger (clearing it):
+ * "what" names where it came from.  Loop thread. */
+void pp_lthread_log_error(pp_lthread *lt, const char *what, PyObject *about);
+
+/* ---- pool hooks the I/O layer uses (pool.c) ---------------------------- */
+
+int pp_pool_nworkers(PyObject *pool);
+/* The loop thread of worker i, started on first use.  Main GIL held.
+ * Borrowed; NULL with an exception set. */
+pp_lthread *pp_pool_lthread(PyObject *pool, int i);
+/* fn's id in the pool's table of callables (as for submit), or -2 when it
+ * must travel pickled, or -1 with an exception set. */
+int64_t pp_pool_fn_id(PyObject *pool, PyObject *fn);
+/* The callable for id in worker w's interpreter (resolved once).  New
+ * reference, or NULL with an exception set. */
+PyObject *pp_worker_callable(struct pp_worker *w, uint32_t id);
+/* A Task for a Future that a loop thread will complete: state RUNNING, with
+ * the pipeline's reference taken.  Main GIL.  New reference. */
+PyObject *pp_pool_task_new(PyObject *pool, PyObject *future);
+/* Completes such a task from worker w's interpreter: with value, or, when
+ * value is NULL, with the pending exception (cleared).  Worker GIL held. */
+void pp_task_finish(struct pp_worker *w, PyObject *task, PyObject *value);
+/* The pending exception as traceback text (malloc'd, never NULL); clears
+ * it. */
+char *pp_exception_text(void);
+/* Waits while *w == expected, interruptibly (see pool.c). */
+int64_t pp_wait_word(pp_word *w, uint32_t expected, long timeout_ns);
+
+/* ---- protocols (protocol.c) --------------------------------------------- */
+
+/* Callback slots, in the order of pp_proto_names. */
+enum {
+    PP_CB_CONNECTION_MADE, PP_CB_DATA_RECEIVED, PP_CB_LINES_RECEIVED,
+    PP_CB_SEND_COMPLETE, PP_CB_EOF_RECEIVED, PP_CB_CONNECTION_LOST,
+    PP_CB_EXCEPTION_HANDLER, PP_CB_COUNT
+};
+
+/* What the connections of one server (in one worker) or of one client
+ * share.  Lives in the loop thread. */
+#define PP_KIND_ENDPOINT 0x50454e44u   /* "PEND" */
+#define PP_KIND_PCONN 0x50434f4eu      /* "PCON" */
+
+typedef struct pp_endpoint {
+    uint32_t kind;               /* PP_KIND_ENDPOINT */
+    pp_lthread *lt;
+    PyObject *cls;               /* the protocol class */
+    PyObject *shared;            /* frozen (immortal), or None */
+    PyObject *cb[PP_CB_COUNT];   /* functions found on the class, or NULL */
+    PyObject *initial;           /* initial_bytes_to_send, or NULL */
+    int lines;                   /* lines_mode */
+    int native;                  /* 1: echo in C, no Python at all */
+    uint64_t errors;             /* callback errors */
+    PyObject *task;              /* client: the Task to complete, or NULL */
+    PyObject *result;            /* client: connection_lost's value */
+    PyObject *failure;           /* client: the exception for the Future */
+    void (*on_conn_closed)(struct pp_endpoint *ep);  /* after each close */
+    void (*close)(struct pp_endpoint *ep);  /* close all; unlink when done */
+    pp_link link;                /* in lt->endpoints */
+} pp_endpoint;
+
+/* One connection's Python side, allocated in the connection's arena. */
+typedef struct pp_pconn {
+    uint32_t kind;               /* PP_KIND_PCONN */
+    pp_conn *c;                  /* NULL once closed */
+    pp_endpoint *ep;
+    PyObject *protocol;          /* the instance */
+    PyObject *transport;
+    PyObject *error;             /* what a failed callback raised */
+    uint64_t send_id;            /* last send_complete id issued */
+} pp_pconn;
+
+/* A connection's data is its endpoint until on_open has made its pp_pconn
+ * (a connect that fails never gets one). */
+static inline uint32_t
+pp_data_kind(void *data)
+{
+    return *(uint32_t *)data;
+}
+
+/* Fills ep's protocol fields from cls (worker GIL).  Returns 0, or -1 with
+ * an exception set (TypeError for lines_mode without lines_received). */
+int pp_endpoint_set_protocol(pp_endpoint *ep, PyObject *cls);
+void pp_endpoint_clear(pp_endpoint *ep);
+
+/* Connection callbacks that drive a protocol (data: the pp_endpoint). */
+extern const pp_conn_handler pp_proto_handler;
+/* The C-only echo (the benchmark's ceiling). */
+extern const pp_conn_handler pp_native_echo_handler;
+
+/* The exception for an engine error code (-errno): a new reference. */
+PyObject *pp_error_from_code(int err, const char *what);
+
+/* ---- transports (transport.c) -------------------------------------------- */
+
+extern PyType_Spec pp_transport_spec;
+
+/* A new Transport for pc.  New reference. */
+PyObject *pp_transport_new(pp_lthread *lt, pp_pconn *pc, PyObject *shared);
+/* The connection is gone: the transport's methods raise from now on. */
+void pp_transport_detach(PyObject *transport);
+/* Queues a callback's return value (bytes-like, str, a list/tuple of them,
+ * or None).  Returns 1 if anything was queued, 0 if not, -1 with an
+ * exception set. */
+int pp_transport_send_value(PyObject *transport, PyObject *value);
+
+/* ---- Python-visible types (server.c, client.c, timer.c) ------------------ */
+
+extern PyType_Spec pp_server_spec;
+extern PyType_Spec pp_timer_spec;
+
+PyObject *pp_client_connect(PyObject *module, PyObject *args, PyObject *kwargs);
+
+#endif /* PP_IO_H */

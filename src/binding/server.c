@@ -1,0 +1,572 @@
+/* server.c -- listening servers: one accepting endpoint per worker.
+ *
+ * The life of a server:
+ *
+ *   main        binds the listeners: one SO_REUSEPORT socket per worker
+ *               (the kernel spreads connections over them), or one socket
+ *               that every worker accepts from (reuse_port=False, and Unix
+ *               sockets); then sends each worker's loop thread a start
+ *               command and waits for all of them;
+ *   worker      resolves the protocol class in its own interpreter, makes a
+ *               connection group (the server's limits) and starts an
+ *               acceptor on its listener; connections are then accepted,
+ *               served and closed on that worker alone;
+ *   close       main sends each worker a close command: the acceptor stops,
+ *               every connection is aborted (connection_lost runs), and once
+ *               the worker's last connection is gone its endpoint is reaped
+ *               and the server's count of live workers drops; main waits for
+ *               zero, then closes the listeners.
+ *
+ * What main and the workers share is a pp_srv_shared, reference-counted
+ * (main's Server object holds one, each worker endpoint one), so either
+ * side may finish first.
+ */
+#include "pp_io.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+typedef struct pp_srv_shared {
+    atomic_int refs;
+    pp_word live;                /* worker endpoints not yet reaped */
+    pp_conn_config cfg;
+    int native;
+    int64_t proto_id;
+    PyObject *shared;            /* frozen: immortal, readable everywhere */
+} pp_srv_shared;
+
+static void
+shared_release(pp_srv_shared *sh)
+{
+    if (atomic_fetch_sub(&sh->refs, 1) == 1)
+        free(sh);
+}
+
+/* ---- the worker side ------------------------------------------------------- */
+
+typedef struct pp_wsrv {
+    pp_endpoint ep;              /* first: connections' data points here */
+    pp_srv_shared *sh;
+    pp_conn_group group;
+    pp_acceptor acc;
+    pp_pending reap;
+    int closing;
+} pp_wsrv;
+
+static void
+wsrv_reap(pp_loop *loop, pp_pending *p)
+{
+    pp_wsrv *ws = p->data;
+    pp_srv_shared *sh = ws->sh;
+
+    (void)loop;
+    (void)pp_conn_group_destroy(&ws->group);
+    pp_link_remove(&ws->ep.link);
+    pp_endpoint_clear(&ws->ep);
+    free(ws);
+    pp_word_add(&sh->live, -1);
+    shared_release(sh);
+}
+
+static void
+wsrv_conn_closed(pp_endpoint *ep)
+{
+    pp_wsrv *ws = (pp_wsrv *)ep;
+
+    if (ws->closing && ws->group.count == 0)
+        pp_pending_add(ep->lt->loop, &ws->reap, wsrv_reap);
+}
+
+static void
+wsrv_close(pp_endpoint *ep)
+{
+    pp_wsrv *ws = (pp_wsrv *)ep;
+
+    if (ws->closing)
+        return;
+    ws->closing = 1;
+    pp_acceptor_stop(&ws->acc);
+    pp_conn_group_close_all(&ws->group);
+    if (ws->group.count == 0)
+        pp_pending_add(ws->ep.lt->loop, &ws->reap, wsrv_reap);
+}
+
+typedef struct {
+    pp_cmd base;
+    pp_srv_shared *sh;
+    int fd;
+    pp_wsrv *ws;                 /* out */
+} start_cmd;
+
+static void
+start_proc(pp_lthread *lt, pp_cmd *cmd)
+{
+    start_cmd *sc = (start_cmd *)cmd;
+    pp_srv_shared *sh = sc->sh;
+    pp_wsrv *ws = calloc(1, sizeof(*ws));
+    PyObject *cls;
+    int rc;
+
+    if (ws == NULL) {
+        cmd->rc = -ENOMEM;
+        return;
+    }
+    ws->ep.kind = PP_KIND_ENDPOINT;
+    ws->ep.lt = lt;
+    ws->ep.native = sh->native;
+    ws->ep.shared = Py_NewRef(sh->shared ? sh->shared : Py_None);
+    ws->ep.on_conn_closed = wsrv_conn_closed;
+    ws->ep.close = wsrv_close;
+    ws->reap.data = ws;
+    if (!sh->native) {
+        cls = pp_worker_callable(lt->worker, (uint32_t)sh->proto_id);
+        if (cls == NULL || pp_endpoint_set_protocol(&ws->ep, cls) < 0) {
+            Py_XDECREF(cls);
+            cmd->rc = -EINVAL;
+            cmd->error = pp_exception_text();
+            pp_endpoint_clear(&ws->ep);
+            free(ws);
+            return;
+        }
+        Py_DECREF(cls);
+    }
+    if ((rc = pp_conn_group_init(&ws->group, lt->loop, &sh->cfg)) < 0 ||
+        (rc = pp_acceptor_start(&ws->acc, &ws->group, sc->fd,
+                                sh->native ? &pp_native_echo_handler
+                                           : &pp_proto_handler,
+                                &ws->ep)) < 0) {
+        (void)pp_conn_group_destroy(&ws->group);
+        pp_endpoint_clear(&ws->ep);
+        free(ws);
+        cmd->rc = rc;
+        return;
+    }
+    atomic_fetch_add(&sh->refs, 1);
+    pp_word_add(&sh->live, 1);
+    ws->sh = sh;
+    pp_link_append(&lt->endpoints, &ws->ep.link);
+    sc->ws = ws;
+}
+
+typedef struct {
+    pp_cmd base;
+    pp_wsrv *ws;
+} close_cmd;
+
+static void
+close_proc(pp_lthread *lt, pp_cmd *cmd)
+{
+    (void)lt;
+    wsrv_close(&((close_cmd *)cmd)->ws->ep);
+}
+
+typedef struct {
+    pp_cmd base;
+    pp_wsrv *ws;
+    pp_conn_stats stats;
+    uint64_t count, errors;
+} stats_cmd;
+
+static void
+stats_proc(pp_lthread *lt, pp_cmd *cmd)
+{
+    stats_cmd *sc = (stats_cmd *)cmd;
+
+    (void)lt;
+    sc->stats = sc->ws->group.stats;
+    sc->count = sc->ws->group.count;
+    sc->errors = sc->ws->ep.errors;
+}
+
+/* ---- the Server type (main interpreter) --------------------------------------- */
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *pool;
+    pp_srv_shared *sh;
+    int nworkers;
+    pp_lthread **lts;            /* per worker */
+    pp_wsrv **ws;                /* per worker, NULL where not started */
+    int *fds;                    /* listeners */
+    int nfds;
+    int port;
+    char *unix_path;             /* a socket file to remove at close */
+    int closed;
+} pp_server;
+
+static PyObject *
+listen_error(int rc, const char *host, int port, const char *unix_path)
+{
+    char where[300];
+
+    if (unix_path)
+        snprintf(where, sizeof where, "cannot listen on Unix socket %s", unix_path);
+    else
+        snprintf(where, sizeof where, "cannot listen on %s:%d", host, port);
+    if (PP_NET_IS_EAI(rc)) {
+        PyObject *exc = pp_error_from_code(rc, NULL);
+        if (exc) {
+            PyObject *msg = PyUnicode_FromFormat("%s: %s", where,
+                                                 pp_net_strerror(rc));
+            PyObject *args = msg ? Py_BuildValue("(iO)", rc + PP_NET_EAI_BASE, msg) : NULL;
+            if (args && PyObject_SetAttrString(exc, "args", args) == 0)
+                PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
+            Py_XDECREF(args);
+            Py_XDECREF(msg);
+            Py_DECREF(exc);
+        }
+        return NULL;
+    }
+    {
+        PyObject *exc = PyObject_CallFunction(PyExc_OSError, "is", -rc,
+                                              strerror(-rc));
+        PyObject *msg = exc ? PyUnicode_FromFormat("%s: %s%s", where, strerror(-rc),
+            rc == -EADDRINUSE ? " (another server holds it; pick another "
+                                "port, or port=0 for any free one)"
+            : rc == -EACCES ? " (ports below 1024 need privileges)" : "") : NULL;
+        PyObject *args = msg ? Py_BuildValue("(iO)", -rc, msg) : NULL;
+
+        if (args && PyObject_SetAttrString(exc, "args", args) == 0 &&
+            PyObject_SetAttrString(exc, "strerror", msg) == 0)
+            PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
+        Py_XDECREF(args);
+        Py_XDECREF(msg);
+        Py_XDECREF(exc);
+    }
+    return NULL;
+}
+
+static int server_shutdown(pp_server *self, long timeout_ns);
+
+static PyObject *
+server_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"pool", "host", "port", "protocol", "unix",
+                             "backlog", "shared", "max_connections",
+                             "idle_timeout", "reuse_port", "write_high",
+                             "write_low", "read_limit", "native", NULL};
+    PyObject *pool, *protocol;
+    const char *host = NULL, *unix_path = NULL;
+    int port = 0, backlog = PP_NET_BACKLOG, reuse_port = 1, native = 0;
+    long long max_conns = 0;
+    double idle = 0.0;
+    Py_ssize_t write_high = 65536, write_low = 16384, read_limit = 1 << 20;
+    PyObject *shared = Py_None;
+    pp_server *self;
+    pp_srv_shared *sh;
+    int i, n, rc;
+
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OziOz|iOLdpnnnp:Server",
+                                     kwlist, &pool, &host, &port, &protocol,
+                                     &unix_path, &backlog, &shared, &max_conns,
+                                     &idle, &reuse_port, &write_high,
+                                     &write_low, &read_limit, &native))
+        return NULL;
+    if (write_high <= 0 || write_low < 0 || write_low > write_high ||
+        read_limit <= 0 || max_conns < 0 || idle < 0) {
+        PyErr_SetString(PyExc_ValueError,
+                        "need write_high > 0, 0 <= write_low <= write_high, "
+                        "read_limit > 0, max_connections >= 0, "
+                        "idle_timeout >= 0");
+        return NULL;
+    }
+    self = (pp_server *)type->tp_alloc(type, 0);
+    if (self == NULL)
+        return NULL;
+    self->pool = Py_NewRef(pool);
+    n = self->nworkers = pp_pool_nworkers(pool);
+    self->lts = calloc((size_t)n, sizeof(*self->lts));
+    self->ws = calloc((size_t)n, sizeof(*self->ws));
+    self->fds = malloc((size_t)n * sizeof(int));
+    self->sh = sh = calloc(1, sizeof(*sh));
+    if (!self->lts || !self->ws || !self->fds || !sh) {
+        PyErr_NoMemory();
+        goto fail;
+    }
+    atomic_init(&sh->refs, 1);
+    pp_word_init(&sh->live, 0);
+    sh->native = native;
+    sh->shared = shared == Py_None ? NULL : shared;   /* frozen: immortal */
+    pp_conn_config_default(&sh->cfg);
+    sh->cfg.write_high = (size_t)write_high;
+    sh->cfg.write_low = (size_t)write_low;
+    sh->cfg.read_max = (size_t)read_limit;
+    sh->cfg.idle_timeout_ns = (uint64_t)(idle * 1e9);
+    sh->cfg.max_conns = max_conns ? (size_t)((max_conns + n - 1) / n) : 0;
+    if (!native && (sh->proto_id = pp_pool_fn_id(pool, protocol)) < 0) {
+        if (sh->proto_id == -2)
+            PyErr_Format(PyExc_TypeError,
+                         "protocol %R cannot be found by workers: define the "
+                         "class at the top level of a module or of the main "
+                         "script", protocol);
+        goto fail;
+    }
+    for (i = 0; i < n; i++) {
+        if ((self->lts[i] = pp_pool_lthread(pool, i)) == NULL)
+            goto fail;
+    }
+
+    /* Listeners. */
+    if (unix_path) {
+        rc = pp_net_listen_unix(unix_path, backlog, PP_NET_UNLINK);
+        if (rc < 0) {
+            listen_error(rc, NULL, 0, unix_path);
+            goto fail;
+        }
+        self->fds[self->nfds++] = rc;
+        self->port = -1;
+        if (unix_path[0] != '@' && (self->unix_path = strdup(unix_path)) == NULL) {
+            PyErr_NoMemory();
+            goto fail;
+        }
+    } else {
+        int want = reuse_port ? n : 1;
+        for (i = 0; i < want; i++) {
+            rc = pp_net_listen_tcp(host, i == 0 ? port : self->port, backlog,
+                                   reuse_port ? PP_NET_REUSEPORT : 0);
+            if (rc < 0) {
+                listen_error(rc, host ? host : "127.0.0.1",
+                             i == 0 ? port : self->port, NULL);
+                goto fail;
+            }
+            self->fds[self->nfds++] = rc;
+            if (i == 0)
+                self->port = pp_net_local_port(rc);
+        }
+    }
+
+    /* One endpoint per worker. */
+    for (i = 0; i < n; i++) {
+        start_cmd *sc = calloc(1, sizeof(*sc));
+        if (sc == NULL) {
+            PyErr_NoMemory();
+            goto fail;
+        }
+        pp_cmd_init(&sc->base, start_proc);
+        sc->sh = sh;
+        sc->fd = self->fds[self->nfds == 1 ? 0 : i];
+        if (pp_cmd_call(self->lts[i], &sc->base) < 0) {
+            pp_cmd_release(&sc->base);
+            goto fail;
+        }
+        self->ws[i] = sc->ws;
+        if (sc->base.error || sc->base.rc < 0) {
+            if (sc->base.error)
+                PyErr_Format(PyExc_RuntimeError,
+                             "worker %d could not set up the protocol:\n%s",
+                             i, sc->base.error);
+            else {
+                errno = -sc->base.rc;
+                PyErr_SetFromErrno(PyExc_OSError);
+            }
+            pp_cmd_release(&sc->base);
+            goto fail;
+        }
+        pp_cmd_release(&sc->base);
+    }
+    return (PyObject *)self;
+fail:
+    {
+        PyObject *exc = PyErr_GetRaisedException();
+        (void)server_shutdown(self, -1);
+        PyErr_Clear();
+        PyErr_SetRaisedException(exc);
+    }
+    Py_DECREF(self);
+    return NULL;
+}
+
+/* Closes every worker's endpoint, waits (timeout_ns < 0: for ever) until
+ * each is reaped, then closes the listeners.  Returns 0, 1 on timeout, or
+ * -1 with an exception set (Ctrl-C). */
+static int
+server_shutdown(pp_server *self, long timeout_ns)
+{
+    int i;
+    uint64_t start = pp_now_ns();
+
+    if (self->closed == 2)
+        return 0;
+    if (self->closed == 0) {
+        self->closed = 1;
+        for (i = 0; i < self->nworkers; i++) {
+            close_cmd *cc;
+            if (self->ws == NULL || self->ws[i] == NULL)
+                continue;
+            if ((cc = calloc(1, sizeof(*cc))) == NULL)
+                return PyErr_NoMemory(), -1;
+            pp_cmd_init(&cc->base, close_proc);
+            cc->ws = self->ws[i];
+            self->ws[i] = NULL;
+            (void)pp_cmd_post(self->lts[i], &cc->base);  /* gone: closed already */
+            pp_cmd_release(&cc->base);
+        }
+    }
+    if (self->sh) {
+        uint32_t live;
+        while ((live = pp_word_get(&self->sh->live)) > 0) {
+            long left = -1;
+            if (timeout_ns >= 0) {
+                uint64_t spent = pp_now_ns() - start;
+                if (spent >= (uint64_t)timeout_ns)
+                    return 1;
+                left = timeout_ns - (long)spent;
+            }
+            if (pp_wait_word(&self->sh->live, live, left) < 0)
+                return -1;
+        }
+    }
+    for (i = 0; i < self->nfds; i++)
+        close(self->fds[i]);
+    self->nfds = 0;
+    if (self->unix_path) {
+        unlink(self->unix_path);
+        free(self->unix_path);
+        self->unix_path = NULL;
+    }
+    self->closed = 2;
+    return 0;
+}
+
+static PyObject *
+server_close(pp_server *self, PyObject *args)
+{
+    PyObject *timeout = Py_None;
+    long timeout_ns = -1;
+    int rc;
+
+    if (!PyArg_ParseTuple(args, "|O:close", &timeout))
+        return NULL;
+    if (timeout != Py_None) {
+        double d = PyFloat_AsDouble(timeout);
+        if (d == -1.0 && PyErr_Occurred())
+            return NULL;
+        timeout_ns = d <= 0 ? 0 : (long)(d * 1e9);
+    }
+    rc = server_shutdown(self, timeout_ns);
+    if (rc < 0)
+        return NULL;
+    return PyBool_FromLong(rc == 0);
+}
+
+static PyObject *
+server_stats(pp_server *self, PyObject *unused)
+{
+    uint64_t accepted = 0, closed = 0, count = 0, errors = 0, rd = 0, wr = 0;
+    int i;
+
+    (void)unused;
+    for (i = 0; i < self->nworkers && !self->closed; i++) {
+        stats_cmd *sc;
+        if (self->ws[i] == NULL)
+            continue;
+        if ((sc = calloc(1, sizeof(*sc))) == NULL)
+            return PyErr_NoMemory();
+        pp_cmd_init(&sc->base, stats_proc);
+        sc->ws = self->ws[i];
+        if (pp_cmd_post(self->lts[i], &sc->base) == 0) {
+            while (pp_word_get(&sc->base.done) == 0) {
+                if (pp_wait_word(&sc->base.done, 0, -1) < 0) {
+                    pp_cmd_release(&sc->base);
+                    return NULL;
+                }
+            }
+            accepted += sc->stats.accepted;
+            closed += sc->stats.closed;
+            rd += sc->stats.bytes_read;
+            wr += sc->stats.bytes_written;
+            count += sc->count;
+            errors += sc->errors;
+        }
+        pp_cmd_release(&sc->base);
+    }
+    return Py_BuildValue("{sKsKsKsKsKsK}", "connections", (unsigned long long)count,
+                         "accepted", (unsigned long long)accepted,
+                         "closed", (unsigned long long)closed,
+                         "callback_errors", (unsigned long long)errors,
+                         "bytes_read", (unsigned long long)rd,
+                         "bytes_written", (unsigned long long)wr);
+}
+
+static PyObject *
+server_get_port(pp_server *self, void *c)
+{
+    (void)c;
+    if (self->port < 0)
+        Py_RETURN_NONE;
+    return PyLong_FromLong(self->port);
+}
+
+static PyObject *
+server_get_closed(pp_server *self, void *c)
+{
+    (void)c;
+    return PyBool_FromLong(self->closed != 0);
+}
+
+static int
+server_traverse(pp_server *self, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(self));
+    Py_VISIT(self->pool);
+    return 0;
+}
+
+static void
+server_dealloc(pp_server *self)
+{
+    PyTypeObject *tp = Py_TYPE(self);
+
+    PyObject_GC_UnTrack(self);
+    if (self->closed != 2 && self->lts) {
+        /* Dropped without close(): close it rather than leak connections. */
+        PyObject *exc = PyErr_GetRaisedException();
+        if (server_shutdown(self, -1) < 0)
+            PyErr_WriteUnraisable((PyObject *)self);
+        PyErr_SetRaisedException(exc);
+    }
+    if (self->sh)
+        shared_release(self->sh);
+    free(self->lts);
+    free(self->ws);
+    free(self->fds);
+    free(self->unix_path);
+    Py_CLEAR(self->pool);
+    tp->tp_free(self);
+    Py_DECREF(tp);
+}
+
+static PyMethodDef server_methods[] = {
+    {"close", (PyCFunction)server_close, METH_VARARGS,
+     "close(timeout=None) -> bool: stop accepting, close every connection "
+     "(connection_lost runs for each) and wait; False on timeout"},
+    {"stats", (PyCFunction)server_stats, METH_NOARGS,
+     "stats() -> dict summed over workers"},
+    {NULL, NULL, 0, NULL}
+};
+
+static PyGetSetDef server_getset[] = {
+    {"port", (getter)server_get_port, NULL, "the bound TCP port", NULL},
+    {"closed", (getter)server_get_closed, NULL, "close() has been called", NULL},
+    {NULL, NULL, NULL, NULL, NULL}
+};
+
+static PyType_Slot server_slots[] = {
+    {Py_tp_new, server_new},
+    {Py_tp_dealloc, server_dealloc},
+    {Py_tp_traverse, server_traverse},
+    {Py_tp_methods, server_methods},
+    {Py_tp_getset, server_getset},
+    {Py_tp_doc, "The C side of pyparallel.Server (internal; use "
+                "pyparallel.server())."},
+    {0, NULL}
+};
+
+PyType_Spec pp_server_spec = {
+    .name = "pyparallel._pyparallel.ServerCore",
+    .basicsize = sizeof(pp_server),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE,
+    .slots = server_slots,
+};

@@ -1,0 +1,494 @@
+/* transport.c -- the Transport a protocol's callbacks get: one per
+ * connection, living in the worker interpreter that owns the connection.
+ *
+ * It is a thin handle on the engine's pp_conn: writes queue into the
+ * connection's output (copied when small, referenced when big: a bytes
+ * object of PP_WRITE_REF_MIN bytes or more is kept alive until the kernel
+ * has it, with no copy), sendfile() queues a file range, and the rest maps
+ * one to one onto pp_conn calls.  Once the connection has closed the
+ * handle is detached and every method but is_closing() and
+ * get_extra_info() raises BrokenPipeError.
+ */
+#include "pp_io.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+/* Bytes objects at least this big are sent without copying. */
+#define PP_WRITE_REF_MIN 4096
+
+typedef struct {
+    PyObject_HEAD
+    pp_lthread *lt;
+    pp_pconn *pc;                /* NULL once the connection has closed */
+    PyObject *shared;
+} pp_transport;
+
+PyObject *
+pp_transport_new(pp_lthread *lt, pp_pconn *pc, PyObject *shared)
+{
+    pp_transport *t = PyObject_New(pp_transport, lt->st->transport_type);
+
+    if (t == NULL)
+        return NULL;
+    t->lt = lt;
+    t->pc = pc;
+    t->shared = Py_NewRef(shared ? shared : Py_None);
+    return (PyObject *)t;
+}
+
+void
+pp_transport_detach(PyObject *transport)
+{
+    ((pp_transport *)transport)->pc = NULL;
+}
+
+static pp_conn *
+live_conn(pp_transport *t)
+{
+    if (t->pc == NULL || t->pc->c == NULL) {
+        PyErr_SetString(PyExc_BrokenPipeError,
+                        "the connection is closed (a transport cannot be used "
+                        "after connection_lost)");
+        return NULL;
+    }
+    return t->pc->c;
+}
+
+/* Maps a pp_conn_write* result: 0/1 are fine, -errno raises. */
+static int
+write_result(int rc)
+{
+    if (rc >= 0)
+        return 0;
+    if (rc == -EPIPE) {
+        PyErr_SetString(PyExc_BrokenPipeError,
+                        "the connection is closing (close(), write_eof() or an "
+                        "error came first): nothing more can be sent");
+    } else {
+        errno = -rc;
+        PyErr_SetFromErrno(PyExc_OSError);
+    }
+    return -1;
+}
+
+static void
+release_ref(void *ctx)
+{
+    Py_DECREF((PyObject *)ctx);
+}
+
+/* Queues one bytes-like or str value.  Returns 1 if bytes were queued, 0
+ * for an empty value, -1 with an exception set. */
+static int
+send_one(pp_conn *c, PyObject *v)
+{
+    Py_buffer view;
+    const char *p;
+    Py_ssize_t n;
+    int rc;
+
+    if (PyBytes_CheckExact(v)) {
+        n = PyBytes_GET_SIZE(v);
+        if (n == 0)
+            return 0;
+        if (n >= PP_WRITE_REF_MIN) {
+            rc = pp_conn_write_ref(c, PyBytes_AS_STRING(v), (size_t)n,
+                                   release_ref, Py_NewRef(v));
+            if (rc < 0)
+                Py_DECREF(v);
+        } else {
+            rc = pp_conn_write(c, PyBytes_AS_STRING(v), (size_t)n);
+        }
+        return write_result(rc) < 0 ? -1 : 1;
+    }
+    if (PyUnicode_Check(v)) {
+        if ((p = PyUnicode_AsUTF8AndSize(v, &n)) == NULL)
+            return -1;
+        if (n == 0)
+            return 0;
+        return write_result(pp_conn_write(c, p, (size_t)n)) < 0 ? -1 : 1;
+    }
+    if (PyObject_CheckBuffer(v) && !PyList_Check(v) && !PyTuple_Check(v)) {
+        if (PyObject_GetBuffer(v, &view, PyBUF_SIMPLE) < 0)
+            return -1;
+        rc = view.len ? pp_conn_write(c, view.buf, (size_t)view.len) : 0;
+        n = view.len;
+        PyBuffer_Release(&view);
+        if (write_result(rc) < 0)
+            return -1;
+        return n > 0;
+    }
+    PyErr_Format(PyExc_TypeError,
+                 "cannot send %.100s: send bytes, str (sent as UTF-8), "
+                 "bytearray, memoryview, or a list or tuple of them",
+                 Py_TYPE(v)->tp_name);
+    return -1;
+}
+
+int
+pp_transport_send_value(PyObject *transport, PyObject *value)
+{
+    pp_transport *t = (pp_transport *)transport;
+    pp_conn *c;
+    Py_ssize_t i;
+    int any = 0, rc;
+
+    if (value == Py_None)
+        return 0;
+    if ((c = live_conn(t)) == NULL)
+        return -1;
+    if (PyList_Check(value) || PyTuple_Check(value)) {
+        PyObject *seq = PySequence_Fast(value, "");
+        if (seq == NULL)
+            return -1;
+        for (i = 0; i < PySequence_Fast_GET_SIZE(seq); i++) {
+            rc = send_one(c, PySequence_Fast_GET_ITEM(seq, i));
+            if (rc < 0) {
+                Py_DECREF(seq);
+                return -1;
+            }
+            any |= rc;
+        }
+        Py_DECREF(seq);
+        return any;
+    }
+    return send_one(c, value);
+}
+
+/* ---- methods ---------------------------------------------------------------- */
+
+static PyObject *
+tr_write(pp_transport *t, PyObject *data)
+{
+    pp_conn *c = live_conn(t);
+
+    if (c == NULL || send_one(c, data) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+tr_writelines(pp_transport *t, PyObject *iterable)
+{
+    pp_conn *c = live_conn(t);
+    PyObject *it, *item;
+
+    if (c == NULL || (it = PyObject_GetIter(iterable)) == NULL)
+        return NULL;
+    while ((item = PyIter_Next(it)) != NULL) {
+        int rc = send_one(c, item);
+        Py_DECREF(item);
+        if (rc < 0) {
+            Py_DECREF(it);
+            return NULL;
+        }
+    }
+    Py_DECREF(it);
+    if (PyErr_Occurred())
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+/* Borrows a bytes-like's buffer (view must be released by the caller). */
+static int
+get_bytes(PyObject *o, Py_buffer *view, const char *name)
+{
+    if (PyUnicode_Check(o)) {
+        PyErr_Format(PyExc_TypeError, "%s must be bytes-like, not str", name);
+        return -1;
+    }
+    return PyObject_GetBuffer(o, view, PyBUF_SIMPLE);
+}
+
+static PyObject *
+tr_sendfile(pp_transport *t, PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"path", "offset", "count", "before", "after", NULL};
+    PyObject *path_obj = NULL, *count_obj = Py_None;
+    PyObject *before_obj = NULL, *after_obj = NULL;
+    long long offset = 0;
+    Py_buffer before = {0}, after = {0};
+    pp_conn_file f;
+    pp_conn *c;
+    int fd = -1, rc;
+    PyObject *res = NULL;
+
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O&|LOOO:sendfile", kwlist,
+                                     PyUnicode_FSConverter, &path_obj, &offset,
+                                     &count_obj, &before_obj, &after_obj))
+        return NULL;
+    if ((c = live_conn(t)) == NULL)
+        goto done;
+    if (offset < 0) {
+        PyErr_SetString(PyExc_ValueError, "offset must be >= 0");
+        goto done;
+    }
+    memset(&f, 0, sizeof f);
+    f.count = PP_FILE_TO_END;
+    if (count_obj != Py_None) {
+        long long n = PyLong_AsLongLong(count_obj);
+        if (n == -1 && PyErr_Occurred())
+            goto done;
+        if (n < 0) {
+            PyErr_SetString(PyExc_ValueError, "count must be >= 0 or None");
+            goto done;
+        }
+        f.count = (size_t)n;
+    }
+    if (before_obj && get_bytes(before_obj, &before, "before") < 0)
+        goto done;
+    if (after_obj && get_bytes(after_obj, &after, "after") < 0)
+        goto done;
+    fd = open(PyBytes_AS_STRING(path_obj), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        PyObject *name = PyUnicode_DecodeFSDefault(PyBytes_AS_STRING(path_obj));
+        PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, name);
+        Py_XDECREF(name);
+        goto done;
+    }
+    f.fd = fd;
+    f.flags = PP_FILE_CLOSE;
+    f.offset = (off_t)offset;
+    f.before = before.buf;
+    f.before_len = before.buf ? (size_t)before.len : 0;
+    f.after = after.buf;
+    f.after_len = after.buf ? (size_t)after.len : 0;
+    rc = pp_conn_sendfile(c, &f);
+    if (rc < 0) {
+        close(fd);
+        if (rc == -EINVAL) {
+            PyErr_Format(PyExc_ValueError,
+                         "sendfile: offset %lld is past the end of the file",
+                         offset);
+            goto done;
+        }
+        (void)write_result(rc);
+        goto done;
+    }
+    res = Py_NewRef(Py_None);
+done:
+    if (before.buf)
+        PyBuffer_Release(&before);
+    if (after.buf)
+        PyBuffer_Release(&after);
+    Py_XDECREF(path_obj);
+    return res;
+}
+
+static PyObject *
+tr_close(pp_transport *t, PyObject *unused)
+{
+    (void)unused;
+    if (t->pc && t->pc->c)
+        pp_conn_close(t->pc->c);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+tr_abort(pp_transport *t, PyObject *unused)
+{
+    (void)unused;
+    if (t->pc && t->pc->c)
+        pp_conn_abort(t->pc->c);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+tr_write_eof(pp_transport *t, PyObject *unused)
+{
+    pp_conn *c = live_conn(t);
+
+    (void)unused;
+    if (c == NULL || write_result(pp_conn_shutdown(c)) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+tr_pause_reading(pp_transport *t, PyObject *unused)
+{
+    pp_conn *c = live_conn(t);
+
+    (void)unused;
+    if (c == NULL)
+        return NULL;
+    pp_conn_pause_reading(c);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+tr_resume_reading(pp_transport *t, PyObject *unused)
+{
+    pp_conn *c = live_conn(t);
+
+    (void)unused;
+    if (c == NULL)
+        return NULL;
+    pp_conn_resume_reading(c);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+tr_is_closing(pp_transport *t, PyObject *unused)
+{
+    (void)unused;
+    return PyBool_FromLong(t->pc == NULL || t->pc->c == NULL ||
+                           pp_conn_closing(t->pc->c));
+}
+
+static PyObject *
+tr_get_write_buffer_size(pp_transport *t, PyObject *unused)
+{
+    (void)unused;
+    if (t->pc == NULL || t->pc->c == NULL)
+        return PyLong_FromLong(0);
+    return PyLong_FromSize_t(pp_conn_queued(t->pc->c));
+}
+
+static PyObject *
+address(int fd, int peer)
+{
+    char host[PP_NET_ADDR_LEN];
+    int port = -1;
+    int fam = pp_net_addr_parts(fd, peer, host, sizeof host, &port);
+
+    if (fam < 0) {
+        errno = -fam;
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    if (fam == AF_UNIX)
+        return PyUnicode_DecodeFSDefault(host);
+    return Py_BuildValue("(si)", host, port);
+}
+
+static PyObject *
+tr_get_extra_info(pp_transport *t, PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"name", "default", NULL};
+    const char *name;
+    PyObject *dflt = Py_None;
+    int fd = -1;
+
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "s|O:get_extra_info", kwlist,
+                                     &name, &dflt))
+        return NULL;
+    if (t->pc && t->pc->c)
+        fd = pp_conn_fd(t->pc->c);
+    if (fd < 0)
+        return Py_NewRef(dflt);
+    if (strcmp(name, "peername") == 0)
+        return address(fd, 1);
+    if (strcmp(name, "sockname") == 0)
+        return address(fd, 0);
+    if (strcmp(name, "family") == 0) {
+        struct sockaddr_storage ss;
+        socklen_t len = sizeof ss;
+        if (getsockname(fd, (struct sockaddr *)&ss, &len) < 0)
+            return PyErr_SetFromErrno(PyExc_OSError);
+        return PyLong_FromLong(ss.ss_family);
+    }
+    return Py_NewRef(dflt);
+}
+
+static PyObject *
+tr_reduce(pp_transport *t, PyObject *unused)
+{
+    (void)t; (void)unused;
+    PyErr_SetString(PyExc_TypeError,
+                    "a Transport belongs to one connection in one worker and "
+                    "cannot be pickled or sent to another interpreter");
+    return NULL;
+}
+
+static PyObject *
+tr_get_shared(pp_transport *t, void *c)
+{
+    (void)c;
+    return Py_NewRef(t->shared);
+}
+
+static PyObject *
+tr_get_worker_id(pp_transport *t, void *c)
+{
+    (void)c;
+    return PyLong_FromLong(t->lt->index);
+}
+
+static PyObject *
+tr_repr(pp_transport *t)
+{
+    int fd = (t->pc && t->pc->c) ? pp_conn_fd(t->pc->c) : -1;
+
+    if (fd < 0)
+        return PyUnicode_FromFormat("<pyparallel.Transport closed, worker %d>",
+                                    t->lt->index);
+    return PyUnicode_FromFormat("<pyparallel.Transport fd=%d, worker %d>", fd,
+                                t->lt->index);
+}
+
+static void
+tr_dealloc(pp_transport *t)
+{
+    PyTypeObject *tp = Py_TYPE(t);
+
+    Py_CLEAR(t->shared);
+    PyObject_Free(t);
+    Py_DECREF(tp);
+}
+
+static PyMethodDef tr_methods[] = {
+    {"write", (PyCFunction)tr_write, METH_O,
+     "write(data): queue bytes, str (UTF-8) or any bytes-like"},
+    {"writelines", (PyCFunction)tr_writelines, METH_O,
+     "writelines(iterable): write each item"},
+    {"sendfile", (PyCFunction)(void (*)(void))tr_sendfile,
+     METH_VARARGS | METH_KEYWORDS,
+     "sendfile(path, offset=0, count=None, before=b'', after=b''): queue "
+     "before, count bytes of the file from offset (None: to its end), then "
+     "after; the file goes out with sendfile(2)"},
+    {"close", (PyCFunction)tr_close, METH_NOARGS,
+     "close(): send what is queued, then close"},
+    {"abort", (PyCFunction)tr_abort, METH_NOARGS,
+     "abort(): close now, dropping queued output"},
+    {"write_eof", (PyCFunction)tr_write_eof, METH_NOARGS,
+     "write_eof(): shut the write side once queued data is sent"},
+    {"pause_reading", (PyCFunction)tr_pause_reading, METH_NOARGS, NULL},
+    {"resume_reading", (PyCFunction)tr_resume_reading, METH_NOARGS, NULL},
+    {"is_closing", (PyCFunction)tr_is_closing, METH_NOARGS, NULL},
+    {"get_write_buffer_size", (PyCFunction)tr_get_write_buffer_size,
+     METH_NOARGS, "bytes queued and not yet handed to the kernel"},
+    {"get_extra_info", (PyCFunction)(void (*)(void))tr_get_extra_info,
+     METH_VARARGS | METH_KEYWORDS,
+     "get_extra_info(name, default=None): 'peername', 'sockname' or 'family'"},
+    {"__reduce__", (PyCFunction)tr_reduce, METH_NOARGS, NULL},
+    {NULL, NULL, 0, NULL}
+};
+
+static PyGetSetDef tr_getset[] = {
+    {"shared", (getter)tr_get_shared, NULL,
+     "the frozen object given to server()/client() as shared=, or None", NULL},
+    {"worker_id", (getter)tr_get_worker_id, NULL,
+     "the worker that owns this connection", NULL},
+    {NULL, NULL, NULL, NULL, NULL}
+};
+
+static PyType_Slot tr_slots[] = {
+    {Py_tp_dealloc, tr_dealloc},
+    {Py_tp_repr, tr_repr},
+    {Py_tp_methods, tr_methods},
+    {Py_tp_getset, tr_getset},
+    {Py_tp_doc, "One connection's transport (worker-side only)."},
+    {0, NULL}
+};
+
+PyType_Spec pp_transport_spec = {
+    .name = "pyparallel._pyparallel.Transport",
+    .basicsize = sizeof(pp_transport),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_IMMUTABLETYPE |
+             Py_TPFLAGS_DISALLOW_INSTANTIATION,
+    .slots = tr_slots,
+};
