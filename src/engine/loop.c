@@ -1,9 +1,10 @@
 /* loop.c -- see pp_loop.h.
  *
- * The poller is chosen at compile time and included textually, the way
- * Redis's ae.c includes ae_epoll.c: each poller defines struct pp_poller
- * and the static poller_* hooks.  Only epoll exists today; an io_uring
- * poller would slot in beside it.
+ * Pollers are included textually, the way Redis's ae.c includes
+ * ae_epoll.c: each defines its own state and a pp_poller_ops table.  epoll
+ * is always there; io_uring (loop_uring.c, built when liburing is present)
+ * is chosen per loop at run time and falls back to epoll where the kernel
+ * refuses it.
  *
  * Timers live in a binary min-heap of pointers ordered by (deadline, seq);
  * each timer remembers its slot, so stopping one is O(log n).  The poll's
@@ -23,7 +24,7 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
-struct pp_poller;
+typedef struct pp_poller_ops pp_poller_ops;
 
 typedef struct fired_event {
     pp_io *io;               /* NULL once unregistered during dispatch */
@@ -31,7 +32,8 @@ typedef struct fired_event {
 } fired_event;
 
 struct pp_loop {
-    struct pp_poller *poller;
+    void *poller;
+    const pp_poller_ops *ops;
 
     /* I/O phase.  fired[cur + 1 .. nfired) is what dispatch has still to
      * deliver; pp_io_unregister() clears matching entries there. */
@@ -66,7 +68,22 @@ struct pp_loop {
     atomic_ullong wakeup_writes;
 };
 
+/* A poller's hooks.  wait fills loop->fired and returns how many events,
+ * 0 when interrupted, or -errno. */
+struct pp_poller_ops {
+    const char *name;
+    int (*create)(pp_loop *loop);
+    void (*free)(pp_loop *loop);
+    int (*add)(pp_loop *loop, pp_io *io, unsigned mask);
+    int (*mod)(pp_loop *loop, pp_io *io, unsigned mask);
+    int (*del)(pp_loop *loop, pp_io *io);
+    int (*wait)(pp_loop *loop, int timeout_ms);
+};
+
 #include "loop_epoll.c"
+#ifdef PP_HAVE_URING
+#include "loop_uring.c"
+#endif
 
 /* ---- timer heap -------------------------------------------------------- */
 
@@ -218,7 +235,7 @@ pp_io_register(pp_loop *loop, pp_io *io, int fd, unsigned mask,
     io->mask = mask & (PP_READABLE | PP_WRITABLE);
     io->proc = proc;
     io->data = data;
-    if ((rc = poller_add(loop, io, io->mask)) < 0)
+    if ((rc = loop->ops->add(loop, io, io->mask)) < 0)
         return rc;
     io->registered = 1;
     if (io != &loop->wake_io)
@@ -234,7 +251,7 @@ pp_io_modify(pp_loop *loop, pp_io *io, unsigned mask)
     if (!io->registered)
         return -ENOENT;
     mask &= PP_READABLE | PP_WRITABLE;
-    if ((rc = poller_mod(loop, io, mask)) < 0)
+    if ((rc = loop->ops->mod(loop, io, mask)) < 0)
         return rc;
     io->mask = mask;
     return 0;
@@ -256,7 +273,7 @@ pp_io_unregister(pp_loop *loop, pp_io *io)
         if (loop->fired[i].io == io)
             loop->fired[i].io = NULL;
     }
-    rc = poller_del(loop, io);
+    rc = loop->ops->del(loop, io);
     /* EBADF/ENOENT: the fd was closed first, which dropped it from the
      * poller already.  Nothing is left registered either way. */
     return rc == -EBADF || rc == -ENOENT ? 0 : rc;
@@ -407,11 +424,43 @@ run_pending(pp_loop *loop)
 
 /* ---- the loop --------------------------------------------------------- */
 
+/* The poller for a backend name (NULL or "": $PYPARALLEL_LOOP, else
+ * epoll).  Returns NULL for an unknown name. */
+static const pp_poller_ops *
+choose_poller(const char *backend)
+{
+    if (backend == NULL || *backend == '\0')
+        backend = getenv("PYPARALLEL_LOOP");
+    if (backend == NULL || *backend == '\0' || strcmp(backend, "epoll") == 0)
+        return &epoll_ops;
+    if (strcmp(backend, "io_uring") == 0) {
+#ifdef PP_HAVE_URING
+        return &uring_ops;
+#else
+        return &epoll_ops;   /* built without liburing: epoll it is */
+#endif
+    }
+    return NULL;
+}
+
 int
 pp_loop_create(pp_loop **out)
 {
-    pp_loop *loop = calloc(1, sizeof(*loop));
+    return pp_loop_create_backend(out, NULL);
+}
+
+int
+pp_loop_create_backend(pp_loop **out, const char *backend)
+{
+    const pp_poller_ops *ops = choose_poller(backend);
+    pp_loop *loop;
     int rc;
+
+    if (ops == NULL)
+        return -EINVAL;
+    if ((loop = calloc(1, sizeof(*loop))) == NULL)
+        return -ENOMEM;
+    loop->ops = ops;
 
     if (loop == NULL)
         return -ENOMEM;
@@ -422,7 +471,12 @@ pp_loop_create(pp_loop **out)
     atomic_init(&loop->wakeup_writes, 0);
     pp_link_init_head(&loop->asyncs);
     pp_link_init_head(&loop->pending);
-    if ((rc = poller_create(loop)) < 0)
+    if ((rc = loop->ops->create(loop)) < 0 && loop->ops != &epoll_ops) {
+        /* The kernel refuses io_uring (disabled, or filtered): epoll. */
+        loop->ops = &epoll_ops;
+        rc = loop->ops->create(loop);
+    }
+    if (rc < 0)
         goto err;
     loop->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (loop->wake_fd < 0) {
@@ -441,7 +495,7 @@ err:
     if (loop->wake_fd >= 0)
         close(loop->wake_fd);
     if (loop->poller)
-        poller_free(loop);
+        loop->ops->free(loop);
     free(loop);
     return rc;
 }
@@ -454,7 +508,7 @@ pp_loop_destroy(pp_loop *loop)
         return -EBUSY;
     (void)pp_io_unregister(loop, &loop->wake_io);
     close(loop->wake_fd);
-    poller_free(loop);
+    loop->ops->free(loop);
     free(loop->heap);
     free(loop);
     return 0;
@@ -493,7 +547,7 @@ pp_loop_run_once(pp_loop *loop, int timeout_ms)
     timeout = poll_timeout(loop, timeout_ms);
     if (timeout != 0 && loop->before_block)
         loop->before_block(loop, loop->block_data);
-    n = poller_wait(loop, timeout);
+    n = loop->ops->wait(loop, timeout);
     if (timeout != 0 && loop->after_block)
         loop->after_block(loop, loop->block_data);
     if (n < 0)
@@ -546,8 +600,7 @@ pp_loop_now(const pp_loop *loop)
 const char *
 pp_loop_backend(const pp_loop *loop)
 {
-    (void)loop;
-    return poller_name();
+    return loop->ops->name;
 }
 
 void

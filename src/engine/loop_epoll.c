@@ -1,21 +1,21 @@
 /* loop_epoll.c -- the epoll poller, included by loop.c (not compiled alone).
  *
- * A poller defines struct pp_poller and the seven static hooks below; the
- * rest of the loop knows nothing about epoll.  Every fd is added
+ * A poller defines its state struct and a pp_poller_ops table of the seven
+ * hooks below; the rest of the loop knows nothing about epoll.  Every fd is added
  * edge-triggered with the pp_io itself in data.ptr, so there is no
  * fd-indexed table to size or grow.
  */
 #include <sys/epoll.h>
 
-struct pp_poller {
+struct pp_epoll {
     int epfd;
     struct epoll_event events[PP_LOOP_MAX_EVENTS];
 };
 
 static int
-poller_create(pp_loop *loop)
+ep_create(pp_loop *loop)
 {
-    struct pp_poller *p = malloc(sizeof(*p));
+    struct pp_epoll *p = malloc(sizeof(*p));
 
     if (p == NULL)
         return -ENOMEM;
@@ -31,9 +31,9 @@ poller_create(pp_loop *loop)
 }
 
 static void
-poller_free(pp_loop *loop)
+ep_free(pp_loop *loop)
 {
-    close(loop->poller->epfd);
+    close(((struct pp_epoll *)loop->poller)->epfd);
     free(loop->poller);
     loop->poller = NULL;
 }
@@ -51,33 +51,33 @@ epoll_mask(unsigned mask)
 }
 
 static int
-poller_ctl(pp_loop *loop, int op, pp_io *io, unsigned mask)
+ep_ctl(pp_loop *loop, int op, pp_io *io, unsigned mask)
 {
     struct epoll_event ev;
 
     ev.events = epoll_mask(mask);
     ev.data.ptr = io;
-    return epoll_ctl(loop->poller->epfd, op, io->fd, &ev) == 0 ? 0 : -errno;
+    return epoll_ctl(((struct pp_epoll *)loop->poller)->epfd, op, io->fd, &ev) == 0 ? 0 : -errno;
 }
 
 static int
-poller_add(pp_loop *loop, pp_io *io, unsigned mask)
+ep_add(pp_loop *loop, pp_io *io, unsigned mask)
 {
-    return poller_ctl(loop, EPOLL_CTL_ADD, io, mask);
+    return ep_ctl(loop, EPOLL_CTL_ADD, io, mask);
 }
 
 static int
-poller_mod(pp_loop *loop, pp_io *io, unsigned mask)
+ep_mod(pp_loop *loop, pp_io *io, unsigned mask)
 {
-    return poller_ctl(loop, EPOLL_CTL_MOD, io, mask);
+    return ep_ctl(loop, EPOLL_CTL_MOD, io, mask);
 }
 
 static int
-poller_del(pp_loop *loop, pp_io *io)
+ep_del(pp_loop *loop, pp_io *io)
 {
     struct epoll_event ev = {0};  /* kernels before 2.6.9 wanted non-NULL */
 
-    return epoll_ctl(loop->poller->epfd, EPOLL_CTL_DEL, io->fd, &ev) == 0
+    return epoll_ctl(((struct pp_epoll *)loop->poller)->epfd, EPOLL_CTL_DEL, io->fd, &ev) == 0
                ? 0 : -errno;
 }
 
@@ -86,9 +86,9 @@ poller_del(pp_loop *loop, pp_io *io)
  * simply goes on; retrying here would need the timeout recomputed), or
  * -errno, which only a bug can cause (EBADF, EFAULT, EINVAL). */
 static int
-poller_wait(pp_loop *loop, int timeout_ms)
+ep_wait(pp_loop *loop, int timeout_ms)
 {
-    struct pp_poller *p = loop->poller;
+    struct pp_epoll *p = loop->poller;
     int i, n;
 
     n = epoll_wait(p->epfd, p->events, PP_LOOP_MAX_EVENTS, timeout_ms);
@@ -116,8 +116,6 @@ poller_wait(pp_loop *loop, int timeout_ms)
     return n;
 }
 
-static const char *
-poller_name(void)
-{
-    return "epoll";
-}
+static const pp_poller_ops epoll_ops = {
+    "epoll", ep_create, ep_free, ep_add, ep_mod, ep_del, ep_wait,
+};

@@ -117,6 +117,12 @@ typedef struct pp_loop_stats {
 /* Creates a loop; *out is set on success.  Returns 0 or -errno. */
 int pp_loop_create(pp_loop **out);
 
+/* The same with a chosen poller: "epoll", "io_uring", or NULL for the
+ * default ($PYPARALLEL_LOOP if set, else epoll).  io_uring falls back to
+ * epoll when the build lacks liburing or the kernel refuses it (ask
+ * pp_loop_backend() which one runs).  -EINVAL for an unknown name. */
+int pp_loop_create_backend(pp_loop **out, const char *backend);
+
 /* Frees the loop.  Returns -EBUSY, and frees nothing, while any pp_io,
  * timer, async handle or pending call is still active (or the loop is
  * running): a leak check as much as a safety net. */
@@ -149,7 +155,7 @@ void pp_loop_set_block_hooks(pp_loop *loop, pp_block_proc before,
  * for the callbacks of this iteration. */
 uint64_t pp_loop_now(const pp_loop *loop);
 
-/* The name of the poller compiled in ("epoll"). */
+/* The name of the poller this loop runs ("epoll" or "io_uring"). */
 const char *pp_loop_backend(const pp_loop *loop);
 
 void pp_loop_get_stats(const pp_loop *loop, pp_loop_stats *out);
@@ -168,6 +174,7 @@ struct pp_io {
     pp_io_proc proc;
     void *data;              /* the owner's; the loop never reads it */
     int registered;          /* private: 1 between register and unregister */
+    uint64_t poll_id;        /* private: the io_uring poller's request id */
 };
 
 /* Starts watching fd for the events in mask, edge-triggered: the callback
