@@ -190,7 +190,7 @@ static void
 callback_failed(pp_pconn *pc, const char *where, int handler_allowed)
 {
     pp_endpoint *ep = pc->ep;
-    PyObject *exc, *r;
+    PyObject *exc, *own, *r;
 
     ep->errors++;
     if (handler_allowed && ep->cb[PP_CB_EXCEPTION_HANDLER] && pc->protocol) {
@@ -201,14 +201,21 @@ callback_failed(pp_pconn *pc, const char *where, int handler_allowed)
             Py_DECREF(exc);
             return;
         }
-        /* The handler raised too: log what it was handling, then its own. */
+        /* The handler raised too: log what it was handling, then its own
+         * (which then closes the connection, below). */
         ep->errors++;
-        PyErr_SetRaisedException(Py_NewRef(exc));
+        own = PyErr_GetRaisedException();
+        PyErr_SetRaisedException(exc);
         log_failure(pc, where);
-        Py_DECREF(exc);
+        PyErr_SetRaisedException(own);
         where = "exception_handler";
     }
     exc = PyErr_GetRaisedException();
+    if (exc == NULL)
+        exc = PyObject_CallFunction(PyExc_SystemError, "s",
+                                    "a callback failed without an exception");
+    if (exc == NULL)
+        exc = Py_NewRef(Py_None);
     PyErr_SetRaisedException(Py_NewRef(exc));
     log_failure(pc, where);
     if (ep->task && ep->failure == NULL)
