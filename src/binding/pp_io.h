@@ -152,6 +152,8 @@ typedef struct pp_endpoint {
     int lines;                   /* lines_mode */
     int native;                  /* 1: echo in C, no Python at all */
     uint64_t errors;             /* callback errors */
+    atomic_size_t *live;         /* server: connections across workers */
+    size_t max_live;             /* the server's max_connections (0: none) */
     PyObject *task;              /* client: the Task to complete, or NULL */
     PyObject *result;            /* client: connection_lost's value */
     PyObject *failure;           /* client: the exception for the Future */
@@ -169,6 +171,7 @@ typedef struct pp_pconn {
     PyObject *transport;
     PyObject *error;             /* what a failed callback raised */
     uint64_t send_id;            /* last send_complete id issued */
+    int counted;                 /* holds a place in *ep->live */
 } pp_pconn;
 
 /* A connection's data is its endpoint until on_open has made its pp_pconn

@@ -267,6 +267,15 @@ proto_open(pp_conn *c)
     pc->c = c;
     pc->ep = ep;
     pp_conn_set_data(c, pc);
+    if (ep->live) {
+        pc->counted = 1;
+        if (atomic_fetch_add(ep->live, 1) >= ep->max_live && ep->max_live) {
+            /* Over the server-wide limit (other workers hold the rest):
+             * closed before the protocol sees it. */
+            pp_conn_abort(c);
+            return;
+        }
+    }
     pc->transport = pp_transport_new(ep->lt, pc, ep->shared);
     if (pc->transport == NULL) {
         callback_failed(pc, "(making the transport)", 0);
@@ -440,6 +449,8 @@ proto_close(pp_conn *c, int err)
     pc = data;
     ep = pc->ep;
     pc->c = NULL;
+    if (pc->counted)
+        atomic_fetch_sub(ep->live, 1);
     if (pc->protocol && ep->cb[PP_CB_CONNECTION_LOST]) {
         exc = pc->error ? Py_NewRef(pc->error)
             : err ? pp_error_from_code(err, NULL) : Py_NewRef(Py_None);

@@ -35,6 +35,8 @@ typedef struct pp_srv_shared {
     int native;
     int64_t proto_id;
     PyObject *shared;            /* frozen: immortal, readable everywhere */
+    atomic_size_t conns;         /* open across workers (max_connections) */
+    size_t max_conns;
 } pp_srv_shared;
 
 static void
@@ -119,6 +121,8 @@ start_proc(pp_lthread *lt, pp_cmd *cmd)
     ws->ep.shared = Py_NewRef(sh->shared ? sh->shared : Py_None);
     ws->ep.on_conn_closed = wsrv_conn_closed;
     ws->ep.close = wsrv_close;
+    ws->ep.live = &sh->conns;
+    ws->ep.max_live = sh->max_conns;
     ws->reap.data = ws;
     if (!sh->native) {
         cls = pp_worker_callable(lt->worker, (uint32_t)sh->proto_id);
@@ -295,6 +299,8 @@ server_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     sh->cfg.read_max = (size_t)read_limit;
     sh->cfg.idle_timeout_ns = (uint64_t)(idle * 1e9);
     sh->cfg.max_conns = max_conns ? (size_t)((max_conns + n - 1) / n) : 0;
+    sh->max_conns = (size_t)max_conns;
+    atomic_init(&sh->conns, 0);
     if (!native && (sh->proto_id = pp_pool_fn_id(pool, protocol)) < 0) {
         if (sh->proto_id == -2)
             PyErr_Format(PyExc_TypeError,
