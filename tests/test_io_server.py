@@ -550,6 +550,16 @@ def test_max_connections_holds_back_the_rest(tag, n_workers):
                 s.close()
 
 
+def test_second_server_on_a_port_is_refused(tag):
+    # SO_REUSEPORT must not let a second server silently share the port.
+    with tcp_server(P.Echo, tag) as srv:
+        with pytest.raises(OSError) as info:
+            pyparallel.server("127.0.0.1", srv.port, P.Echo)
+        assert info.value.errno == errno.EADDRINUSE
+        assert str(srv.port) in str(info.value)
+        assert roundtrip(srv.address) == b"ping\n"
+
+
 def test_max_connections_is_server_wide(tag, n_workers):
     # A limit below the worker count still holds across workers: one
     # connection is served, and one accepted over the limit is closed at once

@@ -329,6 +329,17 @@ server_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
         }
     } else {
         int want = reuse_port ? n : 1;
+        if (reuse_port && port != 0) {
+            /* SO_REUSEPORT would let these sockets join another server's
+             * group on the port (same user), silently splitting its
+             * traffic with it: a plain bind first says "in use". */
+            rc = pp_net_listen_tcp(host, port, backlog, PP_NET_BIND_ONLY);
+            if (rc < 0) {
+                listen_error(rc, host ? host : "127.0.0.1", port, NULL);
+                goto fail;
+            }
+            close(rc);
+        }
         for (i = 0; i < want; i++) {
             rc = pp_net_listen_tcp(host, i == 0 ? port : self->port, backlog,
                                    reuse_port ? PP_NET_REUSEPORT : 0);

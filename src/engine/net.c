@@ -122,7 +122,8 @@ listen_one(const struct addrinfo *ai, int backlog, unsigned flags)
         (rc = set_int_opt(fd, SOL_SOCKET, SO_REUSEPORT, 1)) < 0)
         goto err;
     if (bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 ||
-        listen(fd, backlog > 0 ? backlog : PP_NET_BACKLOG) < 0) {
+        (!(flags & PP_NET_BIND_ONLY) &&
+         listen(fd, backlog > 0 ? backlog : PP_NET_BACKLOG) < 0)) {
         rc = -errno;
         goto err;
     }

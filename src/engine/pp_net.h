@@ -27,6 +27,11 @@
 #define PP_NET_NUMERIC 2u       /* host must be numeric: never resolve */
 #define PP_NET_UNLINK 4u        /* listen_unix: remove a stale socket file */
 #define PP_NET_NO_NODELAY 8u    /* leave Nagle's algorithm on */
+#define PP_NET_BIND_ONLY 16u    /* listen_tcp: bind but do not listen (a
+                                 * probe: without SO_REUSEPORT it fails with
+                                 * -EADDRINUSE where any listener is, even
+                                 * a SO_REUSEPORT group that would let the
+                                 * caller's own sockets join it) */
 
 /* getaddrinfo's EAI_* codes (negative in glibc) moved below every -errno. */
 #define PP_NET_EAI_BASE 10000
