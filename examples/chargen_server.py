@@ -12,9 +12,8 @@ of growing a buffer.
     python examples/client.py chargen --port 8019 --bytes 100000
 """
 
-import argparse
 
-import pyparallel
+import serving
 
 PRINTABLE = bytes(range(32, 127))          # the 95 printable ASCII characters
 LINE = 72
@@ -46,20 +45,10 @@ class Chargen:
         return CHUNK                     # the kernel took the last chunk: next one
 
 
-def format_address(address):
-    host, port = address[0], address[1]
-    return "[%s]:%d" % (host, port) if ":" in host else "%s:%d" % (host, port)
-
-
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--host", default="127.0.0.1")
-    ap.add_argument("--port", type=int, default=8019)
+    ap = serving.arguments(__doc__, 8019)
     args = ap.parse_args()
-    with pyparallel.server(args.host, args.port, Chargen) as server:
-        print("listening on %s" % format_address(server.address), flush=True)
-        how = pyparallel.run()
-        print("run() returned %s; stats: %s" % (how, server.stats()), flush=True)
+    serving.serve(args, Chargen)
 
 
 if __name__ == "__main__":

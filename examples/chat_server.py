@@ -24,10 +24,11 @@ Try it:
     python examples/client.py chat --port 8023
 """
 
-import argparse
 import time
 
 import pyparallel
+
+import serving
 
 GREETING = b"* pyparallel chat: type HELP for the commands\n"
 
@@ -101,21 +102,11 @@ class Chat:
         return out
 
 
-def format_address(address):
-    host, port = address[0], address[1]
-    return "[%s]:%d" % (host, port) if ":" in host else "%s:%d" % (host, port)
-
-
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--host", default="127.0.0.1")
-    ap.add_argument("--port", type=int, default=8023)
+    ap = serving.arguments(__doc__, 8023)
     args = ap.parse_args()
     shared = pyparallel.freeze(SHARED)
-    with pyparallel.server(args.host, args.port, Chat, shared=shared) as server:
-        print("listening on %s" % format_address(server.address), flush=True)
-        how = pyparallel.run()
-        print("run() returned %s; stats: %s" % (how, server.stats()), flush=True)
+    serving.serve(args, Chat, shared=shared)
 
 
 if __name__ == "__main__":

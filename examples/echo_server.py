@@ -11,9 +11,10 @@ returns the data, and pyparallel sends it back with one send().
 Ctrl-C (or SIGTERM) stops it.
 """
 
-import argparse
 
 import pyparallel
+
+import serving
 
 
 class Echo:
@@ -21,20 +22,13 @@ class Echo:
         return data
 
 
-def format_address(address):
-    host, port = address[0], address[1]
-    return "[%s]:%d" % (host, port) if ":" in host else "%s:%d" % (host, port)
-
-
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--host", default="127.0.0.1")
-    ap.add_argument("--port", type=int, default=8007)
-    args = ap.parse_args()
+    # The whole of it, spelled out (the other examples use serving.serve()).
+    args = serving.arguments(__doc__, 8007).parse_args()
     with pyparallel.server(args.host, args.port, Echo) as server:
-        print("listening on %s" % format_address(server.address), flush=True)
-        how = pyparallel.run()
-        print("run() returned %s; stats: %s" % (how, server.stats()), flush=True)
+        print("listening on", serving.format_address(server.address), flush=True)
+        how = pyparallel.run()                  # Ctrl-C, SIGTERM or stop()
+    print("run() returned %s" % how, flush=True)
 
 
 if __name__ == "__main__":

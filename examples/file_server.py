@@ -17,10 +17,11 @@ as frozen `shared` data.
     python examples/client.py file --port 8070 README.md
 """
 
-import argparse
 import os
 
 import pyparallel
+
+import serving
 
 
 def resolve(root, name):
@@ -66,26 +67,16 @@ class FileServer:
         return None
 
 
-def format_address(address):
-    host, port = address[0], address[1]
-    return "[%s]:%d" % (host, port) if ":" in host else "%s:%d" % (host, port)
-
-
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--host", default="127.0.0.1")
-    ap.add_argument("--port", type=int, default=8070)
+    ap = serving.arguments(__doc__, 8070)
     ap.add_argument("--root", default=".", help="folder to serve (default: the current one)")
     args = ap.parse_args()
     root = os.path.realpath(args.root)
     if not os.path.isdir(root):
         ap.error("--root %s is not a folder" % args.root)
     shared = pyparallel.freeze({"root": root})
-    with pyparallel.server(args.host, args.port, FileServer, shared=shared) as server:
-        print("serving %s" % root, flush=True)
-        print("listening on %s" % format_address(server.address), flush=True)
-        how = pyparallel.run()
-        print("run() returned %s; stats: %s" % (how, server.stats()), flush=True)
+    print("serving %s" % root, flush=True)
+    serving.serve(args, FileServer, shared=shared)
 
 
 if __name__ == "__main__":
