@@ -55,6 +55,8 @@ import sys
 import tempfile
 import time
 
+from proctree import descendants  # bench/: the script's own folder is on sys.path
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 PEERS = os.path.join(HERE, "echo_peers.py")
@@ -246,24 +248,7 @@ def _read_int(path):
 
 def tree(root):
     """root and every descendant of it."""
-    parent = {}
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2:].split()
-        parent[int(name)] = int(fields[1])
-    found, todo = [root], [root]
-    while todo:
-        p = todo.pop()
-        kids = [c for c, pp in parent.items() if pp == p]
-        found.extend(kids)
-        todo.extend(kids)
-    return found
+    return [root] + descendants(root)
 
 
 def proc_cpu(pid):

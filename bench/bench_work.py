@@ -50,6 +50,8 @@ import os
 import sys
 import time
 
+from proctree import descendants  # bench/: the script's own folder is on sys.path
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 # --------------------------------------------------------------------------
@@ -130,29 +132,6 @@ def proc_mem(pid):
     except (FileNotFoundError, ProcessLookupError, PermissionError):
         return None
     return out
-
-
-def descendants(root):
-    """Pids of every descendant of root (children, grandchildren, ...)."""
-    parent = {}
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        # the comm field may hold spaces and parentheses: split after the last ')'
-        fields = stat[stat.rindex(")") + 2:].split()
-        parent[int(name)] = int(fields[1])
-    found, todo = [], [root]
-    while todo:
-        p = todo.pop()
-        kids = [c for c, pp in parent.items() if pp == p]
-        found.extend(kids)
-        todo.extend(kids)
-    return found
 
 
 def total_mem():

@@ -179,14 +179,13 @@ PRINTABLE = bytes(range(32, 127))
 
 
 def chargen_expected(n):
-    twice = PRINTABLE + PRINTABLE
-    out = bytearray()
-    i = 0
-    while len(out) < n:
-        k = i % 95
-        out += twice[k:k + 72] + b"\r\n"
-        i += 1
-    return bytes(out[:n])
+    # RFC 864, written independently of the example: line i holds the 72
+    # printable characters starting at the (i mod 95)-th, then CR LF.
+    size = 74
+    lines = n // size + 1
+    text = b"".join(bytes(PRINTABLE[(i + k) % 95] for k in range(72)) + b"\r\n"
+                    for i in range(lines))
+    return text[:n]
 
 
 def test_chargen_server(tmp_path):
