@@ -109,6 +109,9 @@ pp_arena_init(pp_arena *a, size_t chunk_size, pp_region *region)
     a->cache = NULL;
 }
 
+#define SLAB_SIZE (64u * 1024u)
+#define SLAB_HDR 64u             /* the slab list link, padded */
+
 void
 pp_chunk_cache_init(pp_chunk_cache *cc, size_t chunk_size, size_t max)
 {
@@ -116,22 +119,68 @@ pp_chunk_cache_init(pp_chunk_cache *cc, size_t chunk_size, size_t max)
 
     if (chunk_size == 0)
         chunk_size = ps;
+    if (chunk_size < ps) {
+        if (chunk_size < 256)
+            chunk_size = 256;
+        chunk_size = (chunk_size + 63u) & ~(size_t)63u;
+    } else {
+        chunk_size = (chunk_size + ps - 1) & ~(ps - 1);
+    }
     cc->free = NULL;
-    cc->chunk_size = (chunk_size + ps - 1) & ~(ps - 1);
+    cc->chunk_size = chunk_size;
     cc->count = 0;
     cc->max = max;
+    cc->slabs = NULL;
+}
+
+static int
+sub_page(const pp_chunk_cache *cc)
+{
+    return cc->chunk_size < page_size();
+}
+
+/* Maps a slab and puts every chunk it holds into the cache. */
+static int
+refill(pp_chunk_cache *cc)
+{
+    char *slab = mmap(NULL, SLAB_SIZE, PROT_READ | PROT_WRITE,
+                      MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    size_t off;
+
+    if (slab == MAP_FAILED)
+        return -1;
+    *(void **)slab = cc->slabs;
+    cc->slabs = slab;
+    for (off = SLAB_HDR; off + cc->chunk_size <= SLAB_SIZE; off += cc->chunk_size) {
+        pp_arena_chunk *c = (pp_arena_chunk *)(slab + off);
+        c->size = cc->chunk_size;
+        c->next = cc->free;
+        cc->free = c;
+        cc->count++;
+        POISON((char *)c + CHUNK_HDR, c->size - CHUNK_HDR);
+    }
+    return 0;
 }
 
 void
 pp_chunk_cache_drain(pp_chunk_cache *cc)
 {
     pp_arena_chunk *c, *next;
+    void *slab, *snext;
 
-    for (c = cc->free; c; c = next) {
-        next = c->next;
-        UNPOISON(c, c->size);
-        munmap(c, c->size);
+    if (!sub_page(cc)) {
+        for (c = cc->free; c; c = next) {
+            next = c->next;
+            UNPOISON(c, c->size);
+            munmap(c, c->size);
+        }
     }
+    for (slab = cc->slabs; slab; slab = snext) {
+        snext = *(void **)slab;
+        UNPOISON(slab, SLAB_SIZE);
+        munmap(slab, SLAB_SIZE);
+    }
+    cc->slabs = NULL;
     cc->free = NULL;
     cc->count = 0;
 }
@@ -140,6 +189,7 @@ void
 pp_arena_init_cached(pp_arena *a, pp_chunk_cache *cc)
 {
     pp_arena_init(a, cc->chunk_size, NULL);
+    a->chunk_size = cc->chunk_size;  /* may be below a page */
     a->cache = cc;
 }
 
@@ -151,6 +201,13 @@ new_chunk(pp_arena *a, size_t need)
 
     if (need + CHUNK_HDR > size)
         size = (need + CHUNK_HDR + ps - 1) & ~(ps - 1);
+    else if (size < ps && !(a->cache && size == a->cache->chunk_size))
+        size = ps;                   /* only a cache carves sub-page chunks */
+    if (a->cache && size == a->cache->chunk_size && a->cache->free == NULL &&
+        sub_page(a->cache) && refill(a->cache) < 0) {
+        errno = ENOMEM;
+        return NULL;
+    }
     if (a->region) {
         if ((c = region_take(a->region, size)) == NULL)
             return NULL;
@@ -247,7 +304,7 @@ pp_arena_release(pp_arena *a)
         if (a->region) {
             mprotect(c, c->size, PROT_NONE);
         } else if (a->cache && c->size == a->cache->chunk_size &&
-                   a->cache->count < a->cache->max) {
+                   (a->cache->count < a->cache->max || sub_page(a->cache))) {
             c->next = a->cache->free;
             a->cache->free = c;
             a->cache->count++;

@@ -497,7 +497,7 @@ pp_conn_config_default(pp_conn_config *cfg)
     cfg->read_max = 1024 * 1024;
     cfg->idle_timeout_ns = 0;
     cfg->max_conns = 0;
-    cfg->arena_chunk = 0;
+    cfg->arena_chunk = 1024;
     cfg->cached_chunks = 1024;
 }
 

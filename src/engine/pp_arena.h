@@ -42,9 +42,11 @@ typedef struct pp_arena_chunk pp_arena_chunk;
  * CPU running it.  Not thread-safe: one per thread (per event loop). */
 typedef struct pp_chunk_cache {
     pp_arena_chunk *free;    /* cached chunks, linked through ->next */
-    size_t chunk_size;       /* the one size cached, a page multiple */
+    size_t chunk_size;       /* the one size cached */
     size_t count;            /* chunks cached now */
     size_t max;              /* chunks kept at most; the rest are unmapped */
+    void *slabs;             /* chunks smaller than a page are carved from
+                                slabs, kept until the cache is drained */
 } pp_chunk_cache;
 
 typedef struct pp_arena {
@@ -60,7 +62,12 @@ typedef struct pp_arena {
 /* chunk_size 0 picks 1 MiB.  region may be NULL. */
 void pp_arena_init(pp_arena *a, size_t chunk_size, pp_region *region);
 
-/* chunk_size 0 picks one page; max is the most chunks kept cached. */
+/* chunk_size 0 picks one page.  A size below a page (rounded up to 64
+ * bytes, at least 256) is carved from 64 KiB slabs: idle connections then
+ * cost that much instead of a page each, and such chunks always return to
+ * the cache (a slab is unmapped only by pp_chunk_cache_drain).  Page-sized
+ * and bigger chunks are single mmaps; max is the most of them kept
+ * cached. */
 void pp_chunk_cache_init(pp_chunk_cache *cc, size_t chunk_size, size_t max);
 
 /* Unmaps every cached chunk. */

@@ -111,7 +111,7 @@ typedef struct pp_conn_config {
     size_t read_max;         /* unconsumed input allowed (1 MiB) */
     uint64_t idle_timeout_ns;/* close after this long without I/O; 0: never */
     size_t max_conns;        /* acceptors stop at this many; 0: no limit */
-    size_t arena_chunk;      /* a connection's arena chunk (one page) */
+    size_t arena_chunk;      /* a connection's arena chunk (1 KiB) */
     size_t cached_chunks;    /* arena chunks the group keeps for reuse */
 } pp_conn_config;
 

@@ -434,6 +434,49 @@ test_region_exhausted(void)
     pp_arena_release(&a);
 }
 
+/* A cache of chunks smaller than a page carves them from slabs: arenas get
+ * disjoint 1 KiB chunks, every chunk comes back on release (even past max,
+ * since a slab chunk cannot be unmapped alone) and is reused, and drain
+ * unmaps the slabs. */
+static void
+test_sub_page_chunk_cache(void)
+{
+    enum { N = 100, B = 512 };
+    static pp_arena a[N];
+    unsigned char *p[N];
+    pp_chunk_cache cc;
+    size_t before;
+    int i, j;
+
+    pp_chunk_cache_init(&cc, 1000, 4);
+    ASSERT_EQ(cc.chunk_size, 1024);
+    for (i = 0; i < N; i++) {
+        pp_arena_init_cached(&a[i], &cc);
+        p[i] = pp_arena_alloc(&a[i], B);
+        ASSERT_NOT_NULL(p[i]);
+        memset(p[i], i, B);
+        ASSERT_EQ(a[i].mapped, 1024);
+    }
+    for (i = 0; i < N; i++) {
+        for (j = 0; j < B; j++)
+            ASSERT_EQ(p[i][j], (unsigned char)i);
+    }
+    /* Bigger than the chunk: a page-multiple chunk of its own. */
+    ASSERT_NOT_NULL(pp_arena_alloc(&a[0], 3000));
+    ASSERT_EQ(a[0].mapped, 1024 + page());
+    before = cc.count;
+    for (i = 0; i < N; i++)
+        pp_arena_release(&a[i]);
+    ASSERT_EQ(cc.count, before + N);
+    pp_arena_init_cached(&a[0], &cc);
+    ASSERT_NOT_NULL(pp_arena_alloc(&a[0], 16));
+    ASSERT_EQ(cc.count, before + N - 1);
+    pp_arena_release(&a[0]);
+    pp_chunk_cache_drain(&cc);
+    ASSERT_EQ(cc.count, 0);
+    ASSERT_NULL(cc.slabs);
+}
+
 int
 main(void)
 {
@@ -449,5 +492,6 @@ main(void)
     RUN_TEST(test_release);
     RUN_TEST(test_region);
     RUN_TEST(test_region_exhausted);
+    RUN_TEST(test_sub_page_chunk_cache);
     return PP_TEST_DONE();
 }
