@@ -610,3 +610,8 @@ def timer_slow_first(tag, seconds):
 
 def call_stop(*args):
     pyparallel.stop()
+
+
+def noop_tick():
+    """A timer callback that only takes its worker's GIL."""
+    return None

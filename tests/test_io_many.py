@@ -96,3 +96,54 @@ def test_echo_with_many_concurrent_clients(enough_fds, tag):
         assert st["callback_errors"] == 0
         lost = wait_events(tag, "lost", N_CLIENTS, 60)
         assert all(ev[0] is None for ev in lost)
+
+
+def _echo_clients(address, n, rounds, errors):
+    try:
+        for _ in range(rounds):
+            socks = [socket.create_connection(address, timeout=30) for _ in range(n)]
+            for i, s in enumerate(socks):
+                s.sendall(message(i))
+            for i, s in enumerate(socks):
+                want, got = message(i), b""
+                while len(got) < len(want):
+                    chunk = s.recv(65536)
+                    assert chunk, "server closed early"
+                    got += chunk
+                assert got == want
+                s.close()
+    except Exception as e:                     # reported to the test thread
+        errors.append(e)
+
+
+def test_tasks_timers_and_connections_share_the_workers(tag):
+    # A worker's task thread and loop thread share its interpreter's GIL:
+    # tasks, timers and connections all going at once must all finish, with
+    # nothing lost, and the server still answers afterwards.
+    import threading
+
+    import pyparallel
+    import tasks
+
+    with tcp_server(P.Echo, tag) as srv:
+        errors = []
+        clients = [threading.Thread(target=_echo_clients, args=(srv.address, 20, 10, errors))
+                   for _ in range(3)]
+        timer = pyparallel.timer(0, P.noop_tick, period=0.002)
+        try:
+            for t in clients:
+                t.start()
+            futures = [pyparallel.submit(tasks.square, i) for i in range(3000)]
+            assert [f.result(timeout=120) for f in futures] == [i * i for i in range(3000)]
+            for t in clients:
+                t.join(120)
+                assert not t.is_alive()
+            assert errors == []
+        finally:
+            timer.cancel()
+        assert timer.fired > 0 and timer.errors == 0
+        fired = timer.fired
+        time.sleep(0.05)
+        assert timer.fired == fired            # cancelled: no more calls
+        st = srv.stats()
+        assert st["accepted"] == 3 * 20 * 10 and st["callback_errors"] == 0, st
