@@ -673,3 +673,14 @@ def test_servers_still_open_are_closed_at_exit(tmp_path):
     r.assert_clean_exit(0)
     assert "exiting" in r.stdout
     assert "lost None" in r.stdout, r.describe()
+
+
+def test_stats_per_worker(tag, n_workers):
+    with tcp_server(P.Echo, tag) as srv:
+        for i in range(4 * n_workers):
+            assert roundtrip(srv.address) == b"ping\n"
+        st = srv.stats()
+        assert [w["worker"] for w in st["workers"]] == list(range(n_workers))
+        assert sum(w["accepted"] for w in st["workers"]) == st["accepted"] == 4 * n_workers
+        assert sum(w["connections"] for w in st["workers"]) == st["connections"]
+    assert srv.stats()["accepted"] == 0            # closed: counters are gone

@@ -471,40 +471,72 @@ server_close(pp_server *self, PyObject *args)
 static PyObject *
 server_stats(pp_server *self, PyObject *unused)
 {
-    uint64_t accepted = 0, closed = 0, count = 0, errors = 0, rd = 0, wr = 0;
-    int i;
+    uint64_t sum[6] = {0};       /* connections, accepted, closed, errors,
+                                    bytes read, bytes written */
+    static const char *names[6] = {"connections", "accepted", "closed",
+                                   "callback_errors", "bytes_read",
+                                   "bytes_written"};
+    PyObject *res = NULL, *per = PyList_New(0), *w;
+    int i, k;
 
     (void)unused;
+    if (per == NULL)
+        return NULL;
     for (i = 0; i < self->nworkers && !self->closed; i++) {
+        uint64_t v[6];
         stats_cmd *sc;
         if (self->ws[i] == NULL)
             continue;
-        if ((sc = calloc(1, sizeof(*sc))) == NULL)
-            return PyErr_NoMemory();
+        if ((sc = calloc(1, sizeof(*sc))) == NULL) {
+            PyErr_NoMemory();
+            goto done;
+        }
         pp_cmd_init(&sc->base, stats_proc);
         sc->ws = self->ws[i];
-        if (pp_cmd_post(self->lts[i], &sc->base) == 0) {
-            while (pp_word_get(&sc->base.done) == 0) {
-                if (pp_wait_word(&sc->base.done, 0, -1) < 0) {
-                    pp_cmd_release(&sc->base);
-                    return NULL;
-                }
-            }
-            accepted += sc->stats.accepted;
-            closed += sc->stats.closed;
-            rd += sc->stats.bytes_read;
-            wr += sc->stats.bytes_written;
-            count += sc->count;
-            errors += sc->errors;
+        if (pp_cmd_post(self->lts[i], &sc->base) < 0) {
+            pp_cmd_release(&sc->base);
+            continue;            /* that worker has shut down */
         }
+        while (pp_word_get(&sc->base.done) == 0) {
+            if (pp_wait_word(&sc->base.done, 0, -1) < 0) {
+                pp_cmd_release(&sc->base);
+                goto done;
+            }
+        }
+        v[0] = sc->count;
+        v[1] = sc->stats.accepted;
+        v[2] = sc->stats.closed;
+        v[3] = sc->errors;
+        v[4] = sc->stats.bytes_read;
+        v[5] = sc->stats.bytes_written;
         pp_cmd_release(&sc->base);
+        w = Py_BuildValue("{sisKsK}", "worker", i,
+                          "connections", (unsigned long long)v[0],
+                          "accepted", (unsigned long long)v[1]);
+        if (w == NULL || PyList_Append(per, w) < 0) {
+            Py_XDECREF(w);
+            goto done;
+        }
+        Py_DECREF(w);
+        for (k = 0; k < 6; k++)
+            sum[k] += v[k];
     }
-    return Py_BuildValue("{sKsKsKsKsKsK}", "connections", (unsigned long long)count,
-                         "accepted", (unsigned long long)accepted,
-                         "closed", (unsigned long long)closed,
-                         "callback_errors", (unsigned long long)errors,
-                         "bytes_read", (unsigned long long)rd,
-                         "bytes_written", (unsigned long long)wr);
+    if ((res = PyDict_New()) == NULL)
+        goto done;
+    for (k = 0; k < 6; k++) {
+        PyObject *n = PyLong_FromUnsignedLongLong(sum[k]);
+        if (n == NULL || PyDict_SetItemString(res, names[k], n) < 0) {
+            Py_XDECREF(n);
+            Py_CLEAR(res);
+            goto done;
+        }
+        Py_DECREF(n);
+    }
+    if (PyDict_SetItemString(res, "workers", per) < 0)
+        Py_CLEAR(res);
+done:
+    Py_DECREF(per);
+    return res;
 }
 
 static PyObject *
@@ -560,7 +592,8 @@ static PyMethodDef server_methods[] = {
      "close(timeout=None) -> bool: stop accepting, close every connection "
      "(connection_lost runs for each) and wait; False on timeout"},
     {"stats", (PyCFunction)server_stats, METH_NOARGS,
-     "stats() -> dict summed over workers"},
+     "stats() -> dict: counters summed over workers, and 'workers': each "
+     "worker's connections and accepted"},
     {NULL, NULL, 0, NULL}
 };
 

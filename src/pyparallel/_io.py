@@ -108,7 +108,9 @@ class Server:
 
     def stats(self):
         """Counters summed over workers: connections (open now), accepted,
-        closed, callback_errors, bytes_read, bytes_written."""
+        closed, callback_errors, bytes_read, bytes_written; and "workers",
+        a list of {"worker", "connections", "accepted"}, one per worker (how
+        the kernel spread the connections)."""
         return self._core.stats()
 
     def __enter__(self):
