@@ -78,9 +78,9 @@ LABELS = {"pyparallel": "pyparallel (Python callback)",
 SHORT = {"pyparallel": "pyparallel", "pyparallel-c": "C ceiling",
          "pyparallel-shared": "shared accept", "pyparallel-uring": "io_uring",
          "uvloop-1proc": "uvloop 1 proc", "uvloop-per-core": "uvloop per core"}
-BAR = {"pyparallel": "pyparallel", "pyparallel-c": "C ceiling",
-       "pyparallel-shared": "shared accept", "pyparallel-uring": "io_uring",
-       "uvloop-1proc": "uvloop ×1", "uvloop-per-core": "uvloop ×N"}
+BAR = {"pyparallel": "pyparallel", "pyparallel-c": "C",
+       "pyparallel-shared": "shared", "pyparallel-uring": "uring",
+       "uvloop-1proc": "uv ×1", "uvloop-per-core": "uv ×N"}
 COLORS = {"pyparallel": "#d62728", "pyparallel-c": "#7f7f7f",
           "pyparallel-shared": "#ff9896", "pyparallel-uring": "#9467bd",
           "uvloop-1proc": "#1f77b4", "uvloop-per-core": "#2ca02c"}
