@@ -615,3 +615,13 @@ def call_stop(*args):
 def noop_tick():
     """A timer callback that only takes its worker's GIL."""
     return None
+
+
+class LostPrinter:
+    """Echoes; prints (from its worker) when its connection is lost."""
+
+    def data_received(self, transport, data):
+        return data
+
+    def connection_lost(self, transport, exc):
+        print("lost", type(exc).__name__ if exc else None, flush=True)

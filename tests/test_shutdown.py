@@ -236,3 +236,37 @@ def test_exit_with_long_running_task_and_queue(tmp_path):
         print("leaving")
         """, timeout=60)
     r.assert_clean_exit(0)
+
+
+# ---- with servers, connections and timers open (issue 3) -------------------
+
+def test_exit_with_a_connection_open_runs_connection_lost(tmp_path):
+    r = support.run_code(tmp_path, """
+        import socket, pyparallel, io_protocols
+        srv = pyparallel.server("127.0.0.1", 0, io_protocols.LostPrinter)
+        s = socket.create_connection(("127.0.0.1", srv.port))
+        s.sendall(b"hi"); assert s.recv(2) == b"hi"
+        t = pyparallel.timer(0, io_protocols.noop_tick, period=0.001)
+        print("exiting", flush=True)
+        """, timeout=60)
+    r.assert_clean_exit(0)
+    assert r.stdout.split() == ["exiting", "lost", "None"]
+
+
+def test_shutdown_with_a_server_open(tmp_path):
+    r = support.run_code(tmp_path, """
+        import socket, pyparallel, io_protocols
+        srv = pyparallel.server("127.0.0.1", 0, io_protocols.LostPrinter)
+        s = socket.create_connection(("127.0.0.1", srv.port))
+        s.sendall(b"hi"); assert s.recv(2) == b"hi"
+        pyparallel.shutdown()                  # the workers end: so do their connections
+        print("eof", s.recv(10) == b"", flush=True)
+        print("closed", srv.close(timeout=10), flush=True)
+        try:
+            pyparallel.server("127.0.0.1", 0, io_protocols.LostPrinter)
+        except RuntimeError as e:
+            print("refused", "shut down" in str(e))
+        """, timeout=60)
+    r.assert_clean_exit(0)
+    assert r.stdout.split() == ["lost", "None", "eof", "True", "closed", "True",
+                                "refused", "True"]
