@@ -290,6 +290,9 @@ def test_resume_reading(tag):
             s.sendall(b"early")                 # arrives while reading is paused
             assert recv_exactly(s, 3) == b"hi\n"
             assert recv_exactly(s, 5) == b"early"
+        # Events reach the test through call_from_main_thread, which may
+        # trail the echo itself.
+        wait_events(tag, "data")
         kinds = [e[1] for e in P.EVENTS if e[0] == tag]
         assert kinds[:3] == ["paused", "resuming", "data"], kinds
 

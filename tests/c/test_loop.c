@@ -9,7 +9,9 @@
 #include <errno.h>
 #include <stdatomic.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <time.h>
+#include <unistd.h>
 
 #define MS PP_NS_PER_MS
 /* Long enough never to expire on a loaded machine; a wait that hits it
@@ -50,6 +52,26 @@ stats(pp_loop *loop)
     return s;
 }
 
+/* Whether this kernel (and any seccomp filter) lets a process set up an
+ * io_uring instance. */
+static int
+kernel_allows_io_uring(void)
+{
+#ifdef __NR_io_uring_setup
+    unsigned char params[120];   /* struct io_uring_params */
+    long fd;
+
+    memset(params, 0, sizeof params);
+    fd = syscall(__NR_io_uring_setup, 1, params);
+    if (fd < 0)
+        return 0;
+    close((int)fd);
+    return 1;
+#else
+    return 0;
+#endif
+}
+
 static void
 test_create_destroy(void)
 {
@@ -57,9 +79,13 @@ test_create_destroy(void)
 
     const char *want = getenv("PYPARALLEL_LOOP");
 
-    /* The poller asked for runs (io_uring is built and allowed here). */
-    ASSERT_TRUE(strcmp(pp_loop_backend(loop),
-                       want && *want ? want : "epoll") == 0);
+    if (want == NULL || *want == '\0')
+        want = "epoll";
+    /* The poller asked for runs; io_uring falls back to epoll only where
+     * the kernel refuses io_uring_setup(2). */
+    if (strcmp(want, "io_uring") == 0 && !kernel_allows_io_uring())
+        want = "epoll";
+    ASSERT_TRUE(strcmp(pp_loop_backend(loop), want) == 0);
     ASSERT_EQ(pp_loop_run_once(loop, 0), 0);
     ASSERT_EQ(stats(loop).iterations, 1);
     ASSERT_GE(pp_loop_now(loop), 1);
