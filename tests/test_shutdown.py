@@ -259,8 +259,13 @@ def test_shutdown_with_a_server_open(tmp_path):
         srv = pyparallel.server("127.0.0.1", 0, io_protocols.LostPrinter)
         s = socket.create_connection(("127.0.0.1", srv.port))
         s.sendall(b"hi"); assert s.recv(2) == b"hi"
+        t = pyparallel.timer(0, io_protocols.noop_tick, period=0.001)
         pyparallel.shutdown()                  # the workers end: so do their connections
         print("eof", s.recv(10) == b"", flush=True)
+        # Objects that outlive the workers still answer (their loop threads
+        # are gone, not freed).
+        t.cancel()
+        print("timer", t.active, srv.stats()["connections"], flush=True)
         print("closed", srv.close(timeout=10), flush=True)
         try:
             pyparallel.server("127.0.0.1", 0, io_protocols.LostPrinter)
@@ -268,5 +273,5 @@ def test_shutdown_with_a_server_open(tmp_path):
             print("refused", "shut down" in str(e))
         """, timeout=60)
     r.assert_clean_exit(0)
-    assert r.stdout.split() == ["lost", "None", "eof", "True", "closed", "True",
-                                "refused", "True"]
+    assert r.stdout.split() == ["lost", "None", "eof", "True", "timer", "False", "0",
+                                "closed", "True", "refused", "True"]

@@ -62,6 +62,9 @@ pp_cmd_post(pp_lthread *lt, pp_cmd *cmd)
         else
             lt->head = cmd;
         lt->tail = cmd;
+        /* Under the lock: once `stopped` is set the loop (and its async
+         * handle) may be torn down at any moment. */
+        pp_async_send(&lt->async);
     }
     pthread_mutex_unlock(&lt->mu);
     if (stopped) {
@@ -71,7 +74,6 @@ pp_cmd_post(pp_lthread *lt, pp_cmd *cmd)
         pp_cmd_release(cmd);
         return -1;
     }
-    pp_async_send(&lt->async);
     return 0;
 }
 
@@ -299,6 +301,12 @@ pp_lthread_stop_join(pp_lthread *lt)
     pp_loop_stop(lt->loop);
     pp_thread_join(&lt->thread);
     (void)pp_loop_destroy(lt->loop);
+    lt->loop = NULL;
+}
+
+void
+pp_lthread_free(pp_lthread *lt)
+{
     pthread_mutex_destroy(&lt->mu);
     free(lt);
 }

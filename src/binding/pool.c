@@ -587,10 +587,8 @@ worker_main(void *arg)
     /* The loop thread goes first: it closes its connections (running their
      * connection_lost) and deletes its thread state, and Py_EndInterpreter
      * wants to be the interpreter's last thread. */
-    if (w->lt) {
-        pp_lthread_stop_join(w->lt);
-        w->lt = NULL;
-    }
+    if (w->lt)
+        pp_lthread_stop_join(w->lt);   /* freed with the pool */
     PyEval_RestoreThread(w->ts);
     if (w->fini) {
         PyObject *r = PyObject_CallNoArgs(w->fini);
@@ -1008,8 +1006,11 @@ pool_dealloc(pp_pool *self)
     free(self->fn_module);
     free(self->fn_qualname);
     if (self->workers) {
-        for (n = 0; n < self->nworkers; n++)
+        for (n = 0; n < self->nworkers; n++) {
             free(self->workers[n].init_error);
+            if (self->workers[n].lt)
+                pp_lthread_free(self->workers[n].lt);
+        }
         PyMem_RawFree(self->workers);
     }
     pp_buf_free(&self->config);

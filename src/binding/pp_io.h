@@ -95,10 +95,13 @@ pp_lthread *pp_lthread_start(struct pp_worker *w, int index,
                              PyInterpreterState *interp, pp_state *st);
 
 /* Stops the loop thread, which closes every server connection, client and
- * timer it holds (connection_lost runs for each), and waits for it to end;
- * then frees it.  Called by the worker thread, holding no GIL, before it
- * ends its interpreter. */
+ * timer it holds (connection_lost runs for each), and waits for it to end.
+ * Called by the worker thread, holding no GIL, before it ends its
+ * interpreter.  The struct stays valid -- commands posted later fail
+ * cleanly -- until pp_lthread_free(), which the pool's deallocator calls:
+ * Server and Timer objects hold the pool, so they never see it freed. */
 void pp_lthread_stop_join(pp_lthread *lt);
+void pp_lthread_free(pp_lthread *lt);
 
 /* Logs the pending exception through pyparallel's logger (clearing it):
  * "what" names where it came from.  Loop thread. */
