@@ -438,8 +438,9 @@ proto_close(pp_conn *c, int err)
     if (pp_data_kind(data) == PP_KIND_ENDPOINT) {
         /* Never opened: a connect that failed, or no memory. */
         ep = data;
+        /* err 0: aborted while connecting (Server or pool shutting down). */
         if (ep->failure == NULL)
-            ep->failure = pp_error_from_code(err ? err : -ENOMEM, NULL);
+            ep->failure = pp_error_from_code(err ? err : -ECANCELED, NULL);
         if (ep->failure == NULL)
             ep->failure = PyErr_GetRaisedException();
         if (ep->on_conn_closed)
