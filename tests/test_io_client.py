@@ -145,3 +145,23 @@ def test_client_to_a_plain_socket_server():
         assert got == b"hello\n" and exc is None
     finally:
         lsock.close()
+
+
+def test_clients_finishing_at_once_with_fast_gil_switches():
+    # A client may finish (and the completion thread complete its Future)
+    # right after client() posts it; client() must not touch the Future's
+    # state afterwards.  Tiny switch intervals make that interleaving likely.
+    import sys
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        with serving("127.0.0.1", 0, P.BareEcho) as srv:
+            futs = []
+            for _ in range(300):
+                futs.append(pyparallel.client("127.0.0.1", srv.port, P.GreetClient))
+                sum(range(2000))         # main keeps running Python meanwhile
+            for f in futs:
+                got, exc, _ = f.result(TIMEOUT)
+                assert got == b"hello\n" and exc is None
+    finally:
+        sys.setswitchinterval(old)

@@ -180,11 +180,12 @@ def client(host=None, port=None, protocol=None, *, unix=None, shared=None,
         shared = _pp.freeze(shared)
     pool = _pool()
     fut = _api.Future()
-    task = _pp._connect(pool, _pick_worker(pool, worker), host,
-                        0 if unix else port, unix, protocol, shared, fut,
-                        write_high, write_low)
-    fut._task = task
+    # Running before the connect starts: the completion thread may finish
+    # the Future as soon as _connect() has posted it.
     fut.set_running_or_notify_cancel()
+    fut._task = _pp._connect(pool, _pick_worker(pool, worker), host,
+                             0 if unix else port, unix, protocol, shared, fut,
+                             write_high, write_low)
     return fut
 
 
