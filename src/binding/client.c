@@ -148,14 +148,6 @@ fail:
     client_finish(cl);
 }
 
-/* Runs on the poster's thread when the loop thread is already gone. */
-static void
-connect_cancel(pp_lthread *lt, pp_cmd *cmd)
-{
-    (void)lt;
-    (void)cmd;                   /* the caller raises and drops the Task */
-}
-
 /* _connect(pool, worker, host, port, unix, protocol, shared, future,
  *          write_high, write_low) -> Task */
 PyObject *
@@ -196,7 +188,6 @@ pp_client_connect(PyObject *module, PyObject *args, PyObject *kwargs)
     if ((cc = calloc(1, sizeof(*cc))) == NULL)
         return PyErr_NoMemory();
     pp_cmd_init(&cc->base, connect_proc);
-    cc->base.cancel = connect_cancel;
     cc->base.free = connect_free;
     cc->proto_id = id;
     cc->shared = shared == Py_None ? NULL : shared;   /* frozen: immortal */

@@ -28,7 +28,6 @@ pp_cmd_init(pp_cmd *cmd, pp_cmd_proc proc)
 {
     cmd->next = NULL;
     cmd->proc = proc;
-    cmd->cancel = NULL;
     cmd->free = NULL;
     atomic_init(&cmd->refs, 1);
     pp_word_init(&cmd->done, 0);
@@ -68,8 +67,6 @@ pp_cmd_post(pp_lthread *lt, pp_cmd *cmd)
     }
     pthread_mutex_unlock(&lt->mu);
     if (stopped) {
-        if (cmd->cancel)
-            cmd->cancel(lt, cmd);
         pp_word_set(&cmd->done, 1);
         pp_cmd_release(cmd);
         return -1;
@@ -86,6 +83,12 @@ pp_cmd_call(pp_lthread *lt, pp_cmd *cmd)
                         "or pyparallel.shutdown()); no more I/O can start");
         return -1;
     }
+    return pp_cmd_wait(cmd);
+}
+
+int
+pp_cmd_wait(pp_cmd *cmd)
+{
     while (pp_word_get(&cmd->done) == 0) {
         if (pp_wait_word(&cmd->done, 0, -1) < 0)
             return -1;
@@ -181,11 +184,6 @@ after_block(pp_loop *loop, void *data)
     PyEval_RestoreThread(lt->saved);
     lt->saved = NULL;
 }
-
-/* timer.c: cancels every timer of this loop. */
-void pp_timer_close_all(pp_lthread *lt);
-/* client.c: frees the client connection group once it is empty. */
-void pp_client_fini(pp_lthread *lt);
 
 static int
 lthread_setup(pp_lthread *lt)

@@ -803,6 +803,29 @@ fn_lookup(pp_pool *self, PyObject *fn)
     return n;
 }
 
+/* A new Task for future in the given state (main GIL).  New reference. */
+static pp_task *
+task_new(pp_pool *pool, PyObject *future, uint32_t fn_id, uint32_t state)
+{
+    pp_task *t = PyObject_GC_New(pp_task, pool->st->task_type);
+
+    if (t == NULL)
+        return NULL;
+    t->item.node.next = NULL;
+    t->item.kind = ITEM_TASK;
+    pp_word_init(&t->state, state);
+    atomic_init(&t->waiting, 0);
+    t->fn_id = fn_id;
+    t->failed = 0;
+    t->materialized = 0;
+    memset(&t->in, 0, sizeof t->in);
+    memset(&t->out, 0, sizeof t->out);
+    t->future = Py_NewRef(future);
+    t->pool = (pp_pool *)Py_NewRef(pool);
+    PyObject_GC_Track(t);
+    return t;
+}
+
 /* submit(future, fn, args, kwargs) -> Task */
 static PyObject *
 pool_submit(pp_pool *self, PyObject *const *args, Py_ssize_t nargs)
@@ -832,21 +855,8 @@ pool_submit(pp_pool *self, PyObject *const *args, Py_ssize_t nargs)
     }
     if ((id = fn_lookup(self, fn)) < 0)
         return NULL;
-    t = PyObject_GC_New(pp_task, st->task_type);
-    if (t == NULL)
+    if ((t = task_new(self, future, (uint32_t)id, TASK_PENDING)) == NULL)
         return NULL;
-    t->item.node.next = NULL;
-    t->item.kind = ITEM_TASK;
-    pp_word_init(&t->state, TASK_PENDING);
-    atomic_init(&t->waiting, 0);
-    t->fn_id = (uint32_t)id;
-    t->failed = 0;
-    t->materialized = 0;
-    memset(&t->in, 0, sizeof t->in);
-    memset(&t->out, 0, sizeof t->out);
-    t->future = Py_NewRef(future);
-    t->pool = (pp_pool *)Py_NewRef(self);
-    PyObject_GC_Track(t);
     if ((t->fn_id == FN_PICKLED && pp_encode(st, fn, &t->in, "the callable") < 0) ||
         pp_encode_call(st, fn, fargs, fkwargs, &t->in) < 0) {
         Py_DECREF(t);
@@ -1351,22 +1361,10 @@ PyObject *
 pp_pool_task_new(PyObject *pool_obj, PyObject *future)
 {
     pp_pool *pool = (pp_pool *)pool_obj;
-    pp_task *t = PyObject_GC_New(pp_task, pool->st->task_type);
+    pp_task *t = task_new(pool, future, FN_PICKLED, TASK_RUNNING);
 
     if (t == NULL)
         return NULL;
-    t->item.node.next = NULL;
-    t->item.kind = ITEM_TASK;
-    pp_word_init(&t->state, TASK_RUNNING);
-    atomic_init(&t->waiting, 0);
-    t->fn_id = FN_PICKLED;
-    t->failed = 0;
-    t->materialized = 0;
-    memset(&t->in, 0, sizeof t->in);
-    memset(&t->out, 0, sizeof t->out);
-    t->future = Py_NewRef(future);
-    t->pool = (pp_pool *)Py_NewRef(pool);
-    PyObject_GC_Track(t);
     Py_INCREF(t);                    /* the pipeline's reference */
     return (PyObject *)t;
 }

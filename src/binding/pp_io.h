@@ -39,11 +39,10 @@ typedef void (*pp_cmd_proc)(pp_lthread *lt, pp_cmd *cmd);
 struct pp_cmd {
     pp_cmd *next;
     pp_cmd_proc proc;        /* loop thread, worker GIL held */
-    pp_cmd_proc cancel;      /* the loop thread is gone: instead of proc, on
-                                the poster's thread (may be NULL) */
     void (*free)(pp_cmd *);  /* frees the whole command (NULL: free()) */
     atomic_int refs;
-    pp_word done;            /* 0, then 1 once proc (or cancel) has run */
+    pp_word done;            /* 0, then 1 once proc has run (or the post
+                                failed) */
     int rc;                  /* 0 or -errno, set by proc */
     char *error;             /* malloc'd message, set by proc on failure */
 };
@@ -54,8 +53,7 @@ void pp_cmd_init(pp_cmd *cmd, pp_cmd_proc proc);
 void pp_cmd_release(pp_cmd *cmd);
 
 /* Queues cmd for the loop thread (taking a reference for it).  Any thread.
- * Returns 0, or -1 when the loop thread has stopped (cmd->cancel has then
- * run here, if set). */
+ * Returns 0, or -1 when the loop thread has stopped (proc will never run). */
 int pp_cmd_post(pp_lthread *lt, pp_cmd *cmd);
 
 /* Posts cmd and waits for it with the GIL released, in slices that let
@@ -63,6 +61,10 @@ int pp_cmd_post(pp_lthread *lt, pp_cmd *cmd);
  * an exception set: RuntimeError when the loop thread is gone, or the
  * signal handler's exception.  The caller releases cmd either way. */
 int pp_cmd_call(pp_lthread *lt, pp_cmd *cmd);
+
+/* Waits for a posted cmd as pp_cmd_call() does.  Returns 0, or -1 with the
+ * signal handler's exception set. */
+int pp_cmd_wait(pp_cmd *cmd);
 
 /* ---- loop threads (lthread.c) ------------------------------------------ */
 
@@ -102,6 +104,11 @@ pp_lthread *pp_lthread_start(struct pp_worker *w, int index,
  * Server and Timer objects hold the pool, so they never see it freed. */
 void pp_lthread_stop_join(pp_lthread *lt);
 void pp_lthread_free(pp_lthread *lt);
+
+/* Loop thread teardown: timer.c cancels every timer of the loop;
+ * client.c frees the client connection group once it is empty. */
+void pp_timer_close_all(pp_lthread *lt);
+void pp_client_fini(pp_lthread *lt);
 
 /* Logs the pending exception through pyparallel's logger (clearing it):
  * "what" names where it came from.  Loop thread. */
@@ -195,8 +202,12 @@ extern const pp_conn_handler pp_proto_handler;
 /* The C-only echo (the benchmark's ceiling). */
 extern const pp_conn_handler pp_native_echo_handler;
 
-/* The exception for an engine error code (-errno): a new reference. */
-PyObject *pp_error_from_code(int err, const char *what);
+/* The exception for an engine error code (-errno or PP_NET_EAI): an
+ * OSError subclass or socket.gaierror whose message is "context: reason"
+ * (just the reason for context NULL, and then the idle-timeout and
+ * read-limit codes of a connection become TimeoutError and BufferError).
+ * A new reference, or NULL with an exception set. */
+PyObject *pp_error_from_code(int err, const char *context);
 
 /* ---- transports (transport.c) -------------------------------------------- */
 

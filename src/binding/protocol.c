@@ -117,34 +117,44 @@ pp_endpoint_clear(pp_endpoint *ep)
 /* ---- errors ------------------------------------------------------------- */
 
 PyObject *
-pp_error_from_code(int err, const char *what)
+pp_error_from_code(int err, const char *context)
 {
-    if (err == -ETIMEDOUT)
+    PyObject *cls = PyExc_OSError, *socket = NULL, *msg, *exc = NULL;
+    int code = -err;
+    const char *reason;
+
+    if (context == NULL && err == -ETIMEDOUT)
         return PyObject_CallFunction(PyExc_TimeoutError, "is", ETIMEDOUT,
                                      "connection closed by pyparallel: no "
                                      "input or output for idle_timeout");
-    if (err == -ENOBUFS)
+    if (context == NULL && err == -ENOBUFS)
         return PyObject_CallFunction(PyExc_BufferError, "s",
                                      "connection closed by pyparallel: more "
                                      "than read_limit bytes of input were "
                                      "left unconsumed (a line too long?)");
     if (PP_NET_IS_EAI(err)) {
-        PyObject *socket = PyImport_ImportModule("socket"), *cls, *exc = NULL;
-        int code = err + PP_NET_EAI_BASE;
-
-        if (socket == NULL)
+        if ((socket = PyImport_ImportModule("socket")) == NULL ||
+            (cls = PyObject_GetAttrString(socket, "gaierror")) == NULL) {
+            Py_XDECREF(socket);
             return NULL;
-        cls = PyObject_GetAttrString(socket, "gaierror");
-        Py_DECREF(socket);
-        if (cls)
-            exc = PyObject_CallFunction(cls, "is", code, gai_strerror(code));
-        Py_XDECREF(cls);
-        return exc;
+        }
+        code = err + PP_NET_EAI_BASE;
+        reason = gai_strerror(code);
+    } else {
+        reason = strerror(-err);
     }
-    if (what)
-        return PyObject_CallFunction(PyExc_OSError, "iss", -err,
-                                     strerror(-err), what);
-    return PyObject_CallFunction(PyExc_OSError, "is", -err, strerror(-err));
+    /* OSError(errno, message) picks the subclass (ConnectionRefusedError...)
+     * and sets .errno and .strerror. */
+    msg = context ? PyUnicode_FromFormat("%s: %s", context, reason)
+                  : PyUnicode_FromString(reason);
+    if (msg)
+        exc = PyObject_CallFunction(cls, "iO", code, msg);
+    Py_XDECREF(msg);
+    if (socket) {
+        Py_DECREF(cls);
+        Py_DECREF(socket);
+    }
+    return exc;
 }
 
 /* ---- calling back --------------------------------------------------------- */

@@ -203,41 +203,20 @@ typedef struct {
 static PyObject *
 listen_error(int rc, const char *host, int port, const char *unix_path)
 {
-    char where[300];
+    const char *hint = rc == -EADDRINUSE ? " (held by another server: pick another "
+                                           "port, or port=0 for any free one)"
+                     : rc == -EACCES ? " (ports below 1024 need privileges)" : "";
+    char where[400];
+    PyObject *exc;
 
     if (unix_path)
-        snprintf(where, sizeof where, "cannot listen on Unix socket %s", unix_path);
+        snprintf(where, sizeof where, "cannot listen on Unix socket %s%s",
+                 unix_path, hint);
     else
-        snprintf(where, sizeof where, "cannot listen on %s:%d", host, port);
-    if (PP_NET_IS_EAI(rc)) {
-        PyObject *exc = pp_error_from_code(rc, NULL);
-        if (exc) {
-            PyObject *msg = PyUnicode_FromFormat("%s: %s", where,
-                                                 pp_net_strerror(rc));
-            PyObject *args = msg ? Py_BuildValue("(iO)", rc + PP_NET_EAI_BASE, msg) : NULL;
-            if (args && PyObject_SetAttrString(exc, "args", args) == 0)
-                PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
-            Py_XDECREF(args);
-            Py_XDECREF(msg);
-            Py_DECREF(exc);
-        }
-        return NULL;
-    }
-    {
-        PyObject *exc = PyObject_CallFunction(PyExc_OSError, "is", -rc,
-                                              strerror(-rc));
-        PyObject *msg = exc ? PyUnicode_FromFormat("%s: %s%s", where, strerror(-rc),
-            rc == -EADDRINUSE ? " (another server holds it; pick another "
-                                "port, or port=0 for any free one)"
-            : rc == -EACCES ? " (ports below 1024 need privileges)" : "") : NULL;
-        PyObject *args = msg ? Py_BuildValue("(iO)", -rc, msg) : NULL;
-
-        if (args && PyObject_SetAttrString(exc, "args", args) == 0 &&
-            PyObject_SetAttrString(exc, "strerror", msg) == 0)
-            PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
-        Py_XDECREF(args);
-        Py_XDECREF(msg);
-        Py_XDECREF(exc);
+        snprintf(where, sizeof where, "cannot listen on %s:%d%s", host, port, hint);
+    if ((exc = pp_error_from_code(rc, where)) != NULL) {
+        PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
+        Py_DECREF(exc);
     }
     return NULL;
 }
@@ -318,7 +297,7 @@ server_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     if (unix_path) {
         rc = pp_net_listen_unix(unix_path, backlog, PP_NET_UNLINK);
         if (rc < 0) {
-            listen_error(rc, NULL, 0, unix_path);
+            listen_error(rc, "", 0, unix_path);
             goto fail;
         }
         self->fds[self->nfds++] = rc;
@@ -497,11 +476,9 @@ server_stats(pp_server *self, PyObject *unused)
             pp_cmd_release(&sc->base);
             continue;            /* that worker has shut down */
         }
-        while (pp_word_get(&sc->base.done) == 0) {
-            if (pp_wait_word(&sc->base.done, 0, -1) < 0) {
-                pp_cmd_release(&sc->base);
-                goto done;
-            }
+        if (pp_cmd_wait(&sc->base) < 0) {
+            pp_cmd_release(&sc->base);
+            goto done;
         }
         v[0] = sc->count;
         v[1] = sc->stats.accepted;

@@ -249,16 +249,11 @@ timer_cancel(pp_timer_obj *self, PyObject *unused)
     cc->base.free = cancel_free;
     cc->sh = self->sh;
     atomic_fetch_add(&self->sh->refs, 1);
-    rc = pp_cmd_post(self->lt, &cc->base);
-    if (rc == 0) {
-        while (pp_word_get(&cc->base.done) == 0) {
-            if (pp_wait_word(&cc->base.done, 0, -1) < 0) {
-                pp_cmd_release(&cc->base);
-                return NULL;
-            }
-        }
-    }
+    /* A loop thread already gone has cancelled every timer itself. */
+    rc = pp_cmd_post(self->lt, &cc->base) == 0 ? pp_cmd_wait(&cc->base) : 0;
     pp_cmd_release(&cc->base);
+    if (rc < 0)
+        return NULL;
     Py_RETURN_NONE;
 }
 
