@@ -55,7 +55,7 @@ import sys
 import tempfile
 import time
 
-from proctree import descendants  # bench/: the script's own folder is on sys.path
+from sysinfo import cpu_model, descendants  # bench/: the script's own folder is on sys.path
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -193,15 +193,7 @@ def machine_info():
                                   timeout=10).stdout.strip()
         except (OSError, subprocess.SubprocessError):
             return ""
-    model = "unknown"
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
+    model = cpu_model()
     mem_total = None
     try:
         with open("/proc/meminfo") as f:

@@ -50,7 +50,7 @@ import os
 import sys
 import time
 
-from proctree import descendants  # bench/: the script's own folder is on sys.path
+from sysinfo import cpu_model, descendants  # bench/: the script's own folder is on sys.path
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -762,15 +762,7 @@ def machine_info():
     import datetime
     import platform
     import socket
-    model = "unknown"
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
+    model = cpu_model()
     cpus = (os.process_cpu_count() if hasattr(os, "process_cpu_count")
             else len(os.sched_getaffinity(0)))
     import pyparallel

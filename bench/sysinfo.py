@@ -1,4 +1,5 @@
-"""Process trees from /proc, shared by the benchmark scripts."""
+"""What /proc says about this machine and its processes, shared by the
+benchmark scripts."""
 
 import os
 
@@ -24,3 +25,15 @@ def descendants(root):
         found.extend(kids)
         todo.extend(kids)
     return found
+
+
+def cpu_model():
+    """The CPU's model name from /proc/cpuinfo, or "unknown"."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown"
