@@ -14,32 +14,32 @@
  *             when there was no exception_handler), and the completion
  *             thread hands it to the Future.
  */
-#include "pp_io.h"
+#include "ppy_io.h"
 
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
-typedef struct pp_client {
-    pp_endpoint ep;              /* first: the connection's data */
+typedef struct ppy_client {
+    ppy_endpoint ep;              /* first: the connection's data */
     pp_conn *c;
     int closing;
-} pp_client;
+} ppy_client;
 
 static void
-client_finish(pp_client *cl)
+client_finish(ppy_client *cl)
 {
-    pp_endpoint *ep = &cl->ep;
+    ppy_endpoint *ep = &cl->ep;
     PyObject *task = ep->task;
 
     ep->task = NULL;
     if (task) {
         if (ep->failure) {
             PyErr_SetRaisedException(Py_NewRef(ep->failure));
-            pp_task_finish(ep->lt->worker, task, NULL);
+            ppy_task_finish(ep->lt->worker, task, NULL);
         } else {
-            pp_task_finish(ep->lt->worker, task, ep->result ? ep->result : Py_None);
+            ppy_task_finish(ep->lt->worker, task, ep->result ? ep->result : Py_None);
         }
         /* The Task belongs to the main interpreter: only its C fields were
          * touched here, and the pipeline's reference is dropped by the
@@ -47,20 +47,20 @@ client_finish(pp_client *cl)
     }
     if (pp_link_linked(&ep->link))
         pp_link_remove(&ep->link);
-    pp_endpoint_clear(ep);
+    ppy_endpoint_clear(ep);
     free(cl);
 }
 
 static void
-client_conn_closed(pp_endpoint *ep)
+client_conn_closed(ppy_endpoint *ep)
 {
-    client_finish((pp_client *)ep);
+    client_finish((ppy_client *)ep);
 }
 
 static void
-client_close(pp_endpoint *ep)
+client_close(ppy_endpoint *ep)
 {
-    pp_client *cl = (pp_client *)ep;
+    ppy_client *cl = (ppy_client *)ep;
 
     if (cl->closing)
         return;
@@ -70,7 +70,7 @@ client_close(pp_endpoint *ep)
 }
 
 void
-pp_client_fini(pp_lthread *lt)
+ppy_client_fini(ppy_lthread *lt)
 {
     if (lt->clients_ready) {
         (void)pp_conn_group_destroy(&lt->clients);
@@ -79,8 +79,8 @@ pp_client_fini(pp_lthread *lt)
 }
 
 typedef struct {
-    pp_cmd base;
-    PyObject *task;              /* main's; touched only through pp_task_* */
+    ppy_cmd base;
+    PyObject *task;              /* main's; touched only through ppy_task_* */
     int64_t proto_id;
     PyObject *shared;            /* frozen, or NULL */
     char *host;                  /* or the Unix path */
@@ -89,34 +89,34 @@ typedef struct {
 } connect_cmd;
 
 static void
-connect_free(pp_cmd *cmd)
+connect_free(ppy_cmd *cmd)
 {
     free(((connect_cmd *)cmd)->host);
     free(cmd);
 }
 
 static void
-connect_proc(pp_lthread *lt, pp_cmd *cmd)
+connect_proc(ppy_lthread *lt, ppy_cmd *cmd)
 {
     connect_cmd *cc = (connect_cmd *)cmd;
-    pp_client *cl = calloc(1, sizeof(*cl));
+    ppy_client *cl = calloc(1, sizeof(*cl));
     PyObject *cls = NULL;
     int fd, rc;
 
     if (cl == NULL) {
         PyErr_NoMemory();
-        pp_task_finish(lt->worker, cc->task, NULL);
+        ppy_task_finish(lt->worker, cc->task, NULL);
         return;
     }
-    cl->ep.kind = PP_KIND_ENDPOINT;
+    cl->ep.kind = PPY_KIND_ENDPOINT;
     cl->ep.lt = lt;
     cl->ep.shared = Py_NewRef(cc->shared ? cc->shared : Py_None);
     cl->ep.task = cc->task;
     cl->ep.on_conn_closed = client_conn_closed;
     cl->ep.close = client_close;
     cc->task = NULL;
-    cls = pp_worker_callable(lt->worker, (uint32_t)cc->proto_id);
-    if (cls == NULL || pp_endpoint_set_protocol(&cl->ep, cls) < 0) {
+    cls = ppy_worker_callable(lt->worker, (uint32_t)cc->proto_id);
+    if (cls == NULL || ppy_endpoint_set_protocol(&cl->ep, cls) < 0) {
         Py_XDECREF(cls);
         cl->ep.failure = PyErr_GetRaisedException();
         client_finish(cl);
@@ -133,7 +133,7 @@ connect_proc(pp_lthread *lt, pp_cmd *cmd)
     if ((rc = fd) < 0)
         goto fail;
     pp_link_append(&lt->endpoints, &cl->ep.link);
-    rc = pp_conn_open(&lt->clients, fd, PP_CONN_CONNECTING, &pp_proto_handler,
+    rc = pp_conn_open(&lt->clients, fd, PP_CONN_CONNECTING, &ppy_proto_handler,
                       &cl->ep, &cl->c);
     if (rc < 0) {
         close(fd);
@@ -142,7 +142,7 @@ connect_proc(pp_lthread *lt, pp_cmd *cmd)
     pp_conn_set_water(cl->c, cc->write_high, cc->write_low);
     return;
 fail:
-    cl->ep.failure = pp_error_from_code(rc, NULL);
+    cl->ep.failure = ppy_error_from_code(rc, NULL);
     if (cl->ep.failure == NULL)
         cl->ep.failure = PyErr_GetRaisedException();
     client_finish(cl);
@@ -151,7 +151,7 @@ fail:
 /* _connect(pool, worker, host, port, unix, protocol, shared, future,
  *          write_high, write_low) -> Task */
 PyObject *
-pp_client_connect(PyObject *module, PyObject *args, PyObject *kwargs)
+ppy_client_connect(PyObject *module, PyObject *args, PyObject *kwargs)
 {
     static char *kwlist[] = {"pool", "worker", "host", "port", "unix",
                              "protocol", "shared", "future", "write_high",
@@ -161,7 +161,7 @@ pp_client_connect(PyObject *module, PyObject *args, PyObject *kwargs)
     int worker, port = 0;
     Py_ssize_t high = 65536, low = 16384;
     connect_cmd *cc;
-    pp_lthread *lt;
+    ppy_lthread *lt;
     int64_t id;
 
     (void)module;
@@ -175,7 +175,7 @@ pp_client_connect(PyObject *module, PyObject *args, PyObject *kwargs)
                         "need write_high > 0 and 0 <= write_low <= write_high");
         return NULL;
     }
-    if ((id = pp_pool_fn_id(pool, protocol)) < 0) {
+    if ((id = ppy_pool_fn_id(pool, protocol)) < 0) {
         if (id == -2)
             PyErr_Format(PyExc_TypeError,
                          "protocol %R cannot be found by workers: define the "
@@ -183,11 +183,11 @@ pp_client_connect(PyObject *module, PyObject *args, PyObject *kwargs)
                          "script", protocol);
         return NULL;
     }
-    if ((lt = pp_pool_lthread(pool, worker)) == NULL)
+    if ((lt = ppy_pool_lthread(pool, worker)) == NULL)
         return NULL;
     if ((cc = calloc(1, sizeof(*cc))) == NULL)
         return PyErr_NoMemory();
-    pp_cmd_init(&cc->base, connect_proc);
+    ppy_cmd_init(&cc->base, connect_proc);
     cc->base.free = connect_free;
     cc->proto_id = id;
     cc->shared = shared == Py_None ? NULL : shared;   /* frozen: immortal */
@@ -196,16 +196,16 @@ pp_client_connect(PyObject *module, PyObject *args, PyObject *kwargs)
     cc->write_high = (size_t)high;
     cc->write_low = (size_t)low;
     if (cc->host == NULL) {
-        pp_cmd_release(&cc->base);
+        ppy_cmd_release(&cc->base);
         return PyErr_NoMemory();
     }
-    if ((task = pp_pool_task_new(pool, future)) == NULL) {
-        pp_cmd_release(&cc->base);
+    if ((task = ppy_pool_task_new(pool, future)) == NULL) {
+        ppy_cmd_release(&cc->base);
         return NULL;
     }
     cc->task = task;             /* the pipeline's reference travels */
-    if (pp_cmd_post(lt, &cc->base) < 0) {
-        pp_cmd_release(&cc->base);
+    if (ppy_cmd_post(lt, &cc->base) < 0) {
+        ppy_cmd_release(&cc->base);
         Py_DECREF(task);         /* the pipeline's */
         Py_DECREF(task);
         PyErr_SetString(PyExc_RuntimeError,
@@ -213,6 +213,6 @@ pp_client_connect(PyObject *module, PyObject *args, PyObject *kwargs)
                         "start");
         return NULL;
     }
-    pp_cmd_release(&cc->base);
+    ppy_cmd_release(&cc->base);
     return task;
 }

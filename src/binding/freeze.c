@@ -12,7 +12,7 @@
  *   3. containers are untracked from the GC, so no collector of any
  *      interpreter ever writes their GC header;
  *   4. the header is written last: immortal, plus pyparallel's frozen mark
- *      (see PP_FROZEN_REFCNT).
+ *      (see PPY_FROZEN_REFCNT).
  *
  * Immutable leaves (int, float, complex, str, bytes) are frozen in place
  * rather than copied.  Objects CPython itself made immortal (small ints,
@@ -24,10 +24,10 @@
  * write into frozen memory, by CPython or by us, faults at once.  It works
  * by wrapping the object and mem allocators with hooks that, on the
  * freezing thread and only inside the short spans marked by
- * pp_safety_arena_on/off, serve from the arena.  Leaves are copied into the
+ * ppy_safety_arena_on/off, serve from the arena.  Leaves are copied into the
  * arena in that mode.  Frozen memory is never freed.
  */
-#include "pp_binding.h"
+#include "ppy_binding.h"
 #include "pp_arena.h"
 
 #include <errno.h>
@@ -39,7 +39,7 @@ PyAPI_FUNC(void) PyUnicode_InternImmortal(PyObject **p);
 
 /* Short str are the ones used as names (attribute, keyword, intern()):
  * intern those; long text is left alone to keep the interned table small. */
-#define PP_INTERN_MAX_LEN 64
+#define PPY_INTERN_MAX_LEN 64
 
 /* ---- safety-proof mode ------------------------------------------------ */
 
@@ -110,13 +110,13 @@ hook_free(void *ctx, void *ptr)
 }
 
 int
-pp_safety_enabled(void)
+ppy_safety_enabled(void)
 {
     return safety_on;
 }
 
 int
-pp_safety_enable(void)
+ppy_safety_enable(void)
 {
     PyMemAllocatorEx hook;
     int rc;
@@ -144,14 +144,14 @@ pp_safety_enable(void)
 }
 
 void
-pp_safety_arena_on(void)
+ppy_safety_arena_on(void)
 {
     if (current_arena)
         arena_active = 1;
 }
 
 void
-pp_safety_arena_off(void)
+ppy_safety_arena_off(void)
 {
     arena_active = 0;
 }
@@ -159,9 +159,9 @@ pp_safety_arena_off(void)
 /* ---- the walk --------------------------------------------------------- */
 
 typedef struct {
-    pp_state *st;
+    ppy_state *st;
     PyObject *memo;        /* {id(container): frozen copy, or None while open} */
-    pp_path path;
+    ppy_path path;
     int safety;
     int local;             /* in a worker: an immutable private copy */
 } freeze_ctx;
@@ -174,14 +174,14 @@ mark_frozen(PyObject *o)
 {
     if (PyObject_IS_GC(o) && PyObject_GC_IsTracked(o))
         PyObject_GC_UnTrack(o);
-    o->ob_refcnt = PP_FROZEN_REFCNT;
+    o->ob_refcnt = PPY_FROZEN_REFCNT;
 }
 
 /* Sets FreezeError for an object freeze does not accept. */
 static PyObject *
 reject(freeze_ctx *c, PyObject *o, const char *hint)
 {
-    PyObject *cls = pp_exc(c->st->FreezeError, PyExc_TypeError);
+    PyObject *cls = ppy_exc(c->st->FreezeError, PyExc_TypeError);
     PyTypeObject *t = Py_TYPE(o);
     PyObject *mod = PyObject_GetAttrString((PyObject *)t, "__module__");
     PyObject *qn = PyType_GetQualName(t);
@@ -208,7 +208,7 @@ copy_leaf(freeze_ctx *c, PyObject *o)
 
     if (!c->safety)
         return Py_NewRef(o);
-    pp_safety_arena_on();
+    ppy_safety_arena_on();
     if (t == &PyLong_Type) {
         PyObject *zero = PyLong_FromLong(0);       /* static small int */
         copy = zero ? PyNumber_Add(o, zero) : NULL;
@@ -233,7 +233,7 @@ copy_leaf(freeze_ctx *c, PyObject *o)
     } else {
         copy = Py_NewRef(o);
     }
-    pp_safety_arena_off();
+    ppy_safety_arena_off();
     return copy;
 }
 
@@ -244,24 +244,24 @@ freeze_leaf(freeze_ctx *c, PyObject *o)
     PyTypeObject *t = Py_TYPE(o);
     PyObject *v;
 
-    if (pp_is_immortal(o) || c->local)
+    if (ppy_is_immortal(o) || c->local)
         return Py_NewRef(o);             /* CPython's own, ours, or private */
     if ((v = copy_leaf(c, o)) == NULL)
         return NULL;
-    if (pp_is_immortal(v))
+    if (ppy_is_immortal(v))
         return v;                        /* the copy is a cached singleton */
     if (t == &PyUnicode_Type) {
         if (PyObject_Hash(v) == -1)
             goto fail;
         if (!PyUnicode_IS_ASCII(v)) {
-            pp_safety_arena_on();
+            ppy_safety_arena_on();
             /* Fills the UTF-8 cache; a str with lone surrogates has none
              * and never will, so nothing can be written later either. */
             if (PyUnicode_AsUTF8AndSize(v, NULL) == NULL)
                 PyErr_Clear();
-            pp_safety_arena_off();
+            ppy_safety_arena_off();
         }
-        if (PyUnicode_GET_LENGTH(v) <= PP_INTERN_MAX_LEN) {
+        if (PyUnicode_GET_LENGTH(v) <= PPY_INTERN_MAX_LEN) {
             /* May hand back an equal str that was interned before. */
             PyUnicode_InternImmortal(&v);
             if (PyUnicode_CHECK_INTERNED(v) == SSTATE_INTERNED_IMMORTAL_STATIC)
@@ -297,7 +297,7 @@ freeze_items(freeze_ctx *c, PyObject *o, PyObject *const *items, Py_ssize_t n,
         if (fi == NULL) {
             PyObject *idx = PyLong_FromSsize_t(i);
             if (idx) {
-                pp_path_push(&c->path, '[', idx);
+                ppy_path_push(&c->path, '[', idx);
                 Py_DECREF(idx);
             }
             Py_DECREF(tmp);
@@ -320,9 +320,9 @@ freeze_items(freeze_ctx *c, PyObject *o, PyObject *const *items, Py_ssize_t n,
         return tmp;
     /* In safety mode the tuple itself must live in the arena; the tuple
      * free list would hand back ordinary memory, so allocate directly. */
-    pp_safety_arena_on();
+    ppy_safety_arena_on();
     res = (PyObject *)PyObject_GC_NewVar(PyTupleObject, &PyTuple_Type, n);
-    pp_safety_arena_off();
+    ppy_safety_arena_off();
     if (res == NULL) {
         Py_DECREF(tmp);
         return NULL;
@@ -348,7 +348,7 @@ freeze_dict(freeze_ctx *c, PyObject *o, int depth)
         fk = freeze_value(c, key, depth + 1);
         fv = fk ? freeze_value(c, value, depth + 1) : NULL;
         if (fv == NULL || PyDict_SetItem(tmp, fk, fv) < 0) {
-            pp_path_push(&c->path, '[', key);
+            ppy_path_push(&c->path, '[', key);
             Py_DECREF(key);
             Py_DECREF(value);
             Py_XDECREF(fk);
@@ -361,9 +361,9 @@ freeze_dict(freeze_ctx *c, PyObject *o, int depth)
         Py_DECREF(fk);
         Py_DECREF(fv);
     }
-    pp_safety_arena_on();
-    res = pp_frozenmap_from_dict(tmp);
-    pp_safety_arena_off();
+    ppy_safety_arena_on();
+    res = ppy_frozenmap_from_dict(tmp);
+    ppy_safety_arena_off();
     Py_DECREF(tmp);
     return res;
 }
@@ -382,14 +382,14 @@ freeze_set(freeze_ctx *c, PyObject *o, int depth)
         PyObject *item = PyList_GET_ITEM(items, i);
         fi = freeze_value(c, item, depth + 1);
         if (fi == NULL) {
-            pp_path_push(&c->path, '{', item);
+            ppy_path_push(&c->path, '{', item);
             Py_DECREF(items);
             return NULL;
         }
         PyList_SET_ITEM(items, i, fi);
         Py_DECREF(item);
     }
-    pp_safety_arena_on();
+    ppy_safety_arena_on();
     res = PyFrozenSet_New(NULL);
     for (i = 0; res && i < n; i++) {
         if (PySet_Add(res, PyList_GET_ITEM(items, i)) < 0)
@@ -398,7 +398,7 @@ freeze_set(freeze_ctx *c, PyObject *o, int depth)
     /* frozenset caches its hash on first use: compute it now. */
     if (res && PyObject_Hash(res) == -1)
         Py_CLEAR(res);
-    pp_safety_arena_off();
+    ppy_safety_arena_off();
     Py_DECREF(items);
     return res;
 }
@@ -411,9 +411,9 @@ freeze_container(freeze_ctx *c, PyObject *o, int depth)
     PyTypeObject *t = Py_TYPE(o);
     PyObject *id, *seen, *res = NULL;
 
-    if (depth > PP_MAX_DEPTH) {
-        PyErr_Format(pp_exc(c->st->FreezeError, PyExc_TypeError),
-                     "nested more than %d levels deep", PP_MAX_DEPTH);
+    if (depth > PPY_MAX_DEPTH) {
+        PyErr_Format(ppy_exc(c->st->FreezeError, PyExc_TypeError),
+                     "nested more than %d levels deep", PPY_MAX_DEPTH);
         return NULL;
     }
     if (t == &PyTuple_Type) {
@@ -423,7 +423,7 @@ freeze_container(freeze_ctx *c, PyObject *o, int depth)
          * more than the data in a table of a million small tuples. */
         res = freeze_items(c, o, &PyTuple_GET_ITEM(o, 0), PyTuple_GET_SIZE(o),
                            depth);
-        if (res != NULL && !pp_is_immortal(res) && !c->local)
+        if (res != NULL && !ppy_is_immortal(res) && !c->local)
             mark_frozen(res);
         return res;
     }
@@ -431,7 +431,7 @@ freeze_container(freeze_ctx *c, PyObject *o, int depth)
         return NULL;
     seen = PyDict_GetItemWithError(c->memo, id);
     if (seen == Py_None) {
-        PyErr_SetString(pp_exc(c->st->FreezeError, PyExc_TypeError),
+        PyErr_SetString(ppy_exc(c->st->FreezeError, PyExc_TypeError),
                         "contains a reference cycle: frozen data must be "
                         "a tree (or a DAG) of values");
         goto done;
@@ -457,7 +457,7 @@ freeze_container(freeze_ctx *c, PyObject *o, int depth)
         res = freeze_set(c, o, depth);
 
     if (res != NULL) {
-        if (!pp_is_immortal(res) && !c->local)
+        if (!ppy_is_immortal(res) && !c->local)
             mark_frozen(res);
         if (PyDict_SetItem(c->memo, id, res) < 0)
             Py_CLEAR(res);
@@ -472,7 +472,7 @@ freeze_value(freeze_ctx *c, PyObject *o, int depth)
 {
     PyTypeObject *t = Py_TYPE(o);
 
-    if (pp_is_frozen(o) || o == Py_None || t == &PyBool_Type)
+    if (ppy_is_frozen(o) || o == Py_None || t == &PyBool_Type)
         return Py_NewRef(o);
     if (t == &PyLong_Type || t == &PyFloat_Type || t == &PyComplex_Type ||
         t == &PyUnicode_Type || t == &PyBytes_Type)
@@ -504,7 +504,7 @@ static pp_arena **arenas;
 static size_t n_arenas;
 
 void
-pp_safety_unprotect_all(void)
+ppy_safety_unprotect_all(void)
 {
     size_t i;
 
@@ -513,7 +513,7 @@ pp_safety_unprotect_all(void)
 }
 
 PyObject *
-pp_freeze(pp_state *st, PyObject *obj)
+ppy_freeze(ppy_state *st, PyObject *obj)
 {
     freeze_ctx c = {st, NULL, {NULL}, safety_on, 0};
     PyObject *res;
@@ -527,9 +527,9 @@ pp_freeze(pp_state *st, PyObject *obj)
         c.local = 1;
         c.safety = 0;
     }
-    if (pp_is_frozen(obj))
+    if (ppy_is_frozen(obj))
         return Py_NewRef(obj);
-    if (pp_frozenmap_ready() < 0)
+    if (ppy_frozenmap_ready() < 0)
         return NULL;
     if ((c.memo = PyDict_New()) == NULL)
         return NULL;
@@ -563,7 +563,7 @@ pp_freeze(pp_state *st, PyObject *obj)
     }
     Py_DECREF(c.memo);
     if (res == NULL)
-        pp_path_reraise(&c.path, "data", pp_exc(st->FreezeError, PyExc_TypeError));
-    pp_path_clear(&c.path);
+        ppy_path_reraise(&c.path, "data", ppy_exc(st->FreezeError, PyExc_TypeError));
+    ppy_path_clear(&c.path);
     return res;
 }

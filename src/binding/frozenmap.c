@@ -12,7 +12,7 @@
  * untracked, the lazily computed descriptor __qualname__ caches are filled,
  * and the type's version tag is assigned up front.
  */
-#include "pp_binding.h"
+#include "ppy_binding.h"
 
 static PyObject *
 frozen_error(const char *what)
@@ -100,7 +100,7 @@ fm_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
         Py_DECREF(plain);
         return NULL;
     }
-    res = pp_freeze(pp_state_of(mod), plain);
+    res = ppy_freeze(ppy_state_of(mod), plain);
     Py_DECREF(mod);
     Py_DECREF(plain);
     return res;
@@ -138,7 +138,7 @@ static PyNumberMethods fm_as_number = {
     .nb_inplace_or = fm_inplace_or,
 };
 
-PyTypeObject PP_FrozenMap_Type = {
+PyTypeObject PPY_FrozenMap_Type = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "pyparallel.FrozenMap",
     .tp_basicsize = sizeof(PyDictObject),
@@ -162,7 +162,7 @@ PyTypeObject PP_FrozenMap_Type = {
 static void
 immortalize(PyObject *o)
 {
-    if (o == NULL || pp_is_immortal(o))
+    if (o == NULL || ppy_is_immortal(o))
         return;
     if (PyObject_IS_GC(o) && PyObject_GC_IsTracked(o))
         PyObject_GC_UnTrack(o);
@@ -172,9 +172,9 @@ immortalize(PyObject *o)
 static int ready_done;
 
 int
-pp_frozenmap_ready(void)
+ppy_frozenmap_ready(void)
 {
-    PyTypeObject *t = &PP_FrozenMap_Type;
+    PyTypeObject *t = &PPY_FrozenMap_Type;
     PyObject *key, *value, *qualname;
     Py_ssize_t pos = 0;
 
@@ -212,7 +212,7 @@ pp_frozenmap_ready(void)
 }
 
 PyObject *
-pp_frozenmap_from_dict(PyObject *src)
+ppy_frozenmap_from_dict(PyObject *src)
 {
     PyObject *empty = PyTuple_New(0), *fm;
 
@@ -220,7 +220,7 @@ pp_frozenmap_from_dict(PyObject *src)
         return NULL;
     /* dict's own tp_new sets up the empty table; merging into an empty
      * dict clones src's compact table in one allocation. */
-    fm = PyDict_Type.tp_new(&PP_FrozenMap_Type, empty, NULL);
+    fm = PyDict_Type.tp_new(&PPY_FrozenMap_Type, empty, NULL);
     Py_DECREF(empty);
     if (fm == NULL)
         return NULL;

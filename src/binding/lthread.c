@@ -1,6 +1,6 @@
 /* lthread.c -- a worker's loop thread and the commands other threads send it.
  *
- * The life of a loop thread (see pp_io.h for why it exists):
+ * The life of a loop thread (see ppy_io.h for why it exists):
  *
  *   start     the main thread creates it once a server, client or timer
  *             first needs worker i; it makes a thread state in the
@@ -15,7 +15,7 @@
  *   join      the worker thread joins it and only then ends the
  *             interpreter (Py_EndInterpreter wants to be its last thread).
  */
-#include "pp_io.h"
+#include "ppy_io.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -24,7 +24,7 @@
 /* ---- commands ----------------------------------------------------------- */
 
 void
-pp_cmd_init(pp_cmd *cmd, pp_cmd_proc proc)
+ppy_cmd_init(ppy_cmd *cmd, ppy_cmd_proc proc)
 {
     cmd->next = NULL;
     cmd->proc = proc;
@@ -36,7 +36,7 @@ pp_cmd_init(pp_cmd *cmd, pp_cmd_proc proc)
 }
 
 void
-pp_cmd_release(pp_cmd *cmd)
+ppy_cmd_release(ppy_cmd *cmd)
 {
     if (atomic_fetch_sub(&cmd->refs, 1) != 1)
         return;
@@ -48,7 +48,7 @@ pp_cmd_release(pp_cmd *cmd)
 }
 
 int
-pp_cmd_post(pp_lthread *lt, pp_cmd *cmd)
+ppy_cmd_post(ppy_lthread *lt, ppy_cmd *cmd)
 {
     int stopped;
 
@@ -68,29 +68,29 @@ pp_cmd_post(pp_lthread *lt, pp_cmd *cmd)
     pthread_mutex_unlock(&lt->mu);
     if (stopped) {
         pp_word_set(&cmd->done, 1);
-        pp_cmd_release(cmd);
+        ppy_cmd_release(cmd);
         return -1;
     }
     return 0;
 }
 
 int
-pp_cmd_call(pp_lthread *lt, pp_cmd *cmd)
+ppy_cmd_call(ppy_lthread *lt, ppy_cmd *cmd)
 {
-    if (pp_cmd_post(lt, cmd) < 0) {
+    if (ppy_cmd_post(lt, cmd) < 0) {
         PyErr_SetString(PyExc_RuntimeError,
                         "pyparallel's workers have shut down (interpreter exit "
                         "or pyparallel.shutdown()); no more I/O can start");
         return -1;
     }
-    return pp_cmd_wait(cmd);
+    return ppy_cmd_wait(cmd);
 }
 
 int
-pp_cmd_wait(pp_cmd *cmd)
+ppy_cmd_wait(ppy_cmd *cmd)
 {
     while (pp_word_get(&cmd->done) == 0) {
-        if (pp_wait_word(&cmd->done, 0, -1) < 0)
+        if (ppy_wait_word(&cmd->done, 0, 0, -1) < 0)
             return -1;
     }
     return 0;
@@ -98,13 +98,13 @@ pp_cmd_wait(pp_cmd *cmd)
 
 /* Runs one command on the loop thread and drops its reference. */
 static void
-run_cmd(pp_lthread *lt, pp_cmd *cmd)
+run_cmd(ppy_lthread *lt, ppy_cmd *cmd)
 {
     cmd->proc(lt, cmd);
     if (PyErr_Occurred())
-        pp_lthread_log_error(lt, "a pyparallel command", NULL);
+        ppy_lthread_log_error(lt, "a pyparallel command", NULL);
     pp_word_set(&cmd->done, 1);
-    pp_cmd_release(cmd);
+    ppy_cmd_release(cmd);
 }
 
 /* Commands per wake-up: the rest wait one loop iteration, so a flood of
@@ -114,12 +114,12 @@ run_cmd(pp_lthread *lt, pp_cmd *cmd)
 static void
 on_commands(pp_loop *loop, pp_async *async)
 {
-    pp_lthread *lt = async->data;
+    ppy_lthread *lt = async->data;
     int n = 0, more;
 
     (void)loop;
     for (;;) {
-        pp_cmd *cmd;
+        ppy_cmd *cmd;
 
         pthread_mutex_lock(&lt->mu);
         cmd = lt->head;
@@ -144,7 +144,7 @@ on_commands(pp_loop *loop, pp_async *async)
 /* ---- logging ------------------------------------------------------------- */
 
 void
-pp_lthread_log_error(pp_lthread *lt, const char *what, PyObject *about)
+ppy_lthread_log_error(ppy_lthread *lt, const char *what, PyObject *about)
 {
     PyObject *exc = PyErr_GetRaisedException(), *r = NULL;
 
@@ -169,7 +169,7 @@ pp_lthread_log_error(pp_lthread *lt, const char *what, PyObject *about)
 static void
 before_block(pp_loop *loop, void *data)
 {
-    pp_lthread *lt = data;
+    ppy_lthread *lt = data;
 
     (void)loop;
     lt->saved = PyEval_SaveThread();
@@ -178,7 +178,7 @@ before_block(pp_loop *loop, void *data)
 static void
 after_block(pp_loop *loop, void *data)
 {
-    pp_lthread *lt = data;
+    ppy_lthread *lt = data;
 
     (void)loop;
     PyEval_RestoreThread(lt->saved);
@@ -186,7 +186,7 @@ after_block(pp_loop *loop, void *data)
 }
 
 static int
-lthread_setup(pp_lthread *lt)
+lthread_setup(ppy_lthread *lt)
 {
     PyObject *wmod = PyImport_ImportModule("pyparallel._worker");
 
@@ -200,14 +200,14 @@ lthread_setup(pp_lthread *lt)
 static void
 lthread_main(void *arg)
 {
-    pp_lthread *lt = arg;
+    ppy_lthread *lt = arg;
     pp_link *l, *next;
-    pp_cmd *cmd;
+    ppy_cmd *cmd;
 
     lt->ts = PyThreadState_New(lt->interp);
     PyEval_RestoreThread(lt->ts);
     if (lthread_setup(lt) < 0) {
-        pp_lthread_log_error(lt, "starting a loop thread", NULL);
+        ppy_lthread_log_error(lt, "starting a loop thread", NULL);
         pthread_mutex_lock(&lt->mu);
         lt->stopped = 1;
         pthread_mutex_unlock(&lt->mu);
@@ -226,19 +226,19 @@ lthread_main(void *arg)
     lt->head = lt->tail = NULL;
     pthread_mutex_unlock(&lt->mu);
     while (cmd) {
-        pp_cmd *next = cmd->next;
+        ppy_cmd *next = cmd->next;
         run_cmd(lt, cmd);
         cmd = next;
     }
-    pp_timer_close_all(lt);
+    ppy_timer_close_all(lt);
     for (l = lt->endpoints.next; l != &lt->endpoints; l = next) {
         next = l->next;          /* close() may unlink it at once */
-        pp_container_of(l, pp_endpoint, link)->close(
-            pp_container_of(l, pp_endpoint, link));
+        pp_container_of(l, ppy_endpoint, link)->close(
+            pp_container_of(l, ppy_endpoint, link));
     }
     while (!pp_link_empty(&lt->endpoints))
         (void)pp_loop_run_once(lt->loop, 10);
-    pp_client_fini(lt);
+    ppy_client_fini(lt);
     pp_loop_set_block_hooks(lt->loop, NULL, NULL, NULL);
     pp_async_stop(lt->loop, &lt->async);
     Py_CLEAR(lt->log_error);
@@ -247,11 +247,11 @@ lthread_main(void *arg)
     lt->ts = NULL;
 }
 
-pp_lthread *
-pp_lthread_start(struct pp_worker *w, int index, PyInterpreterState *interp,
-                 pp_state *st)
+ppy_lthread *
+ppy_lthread_start(struct ppy_worker *w, int index, PyInterpreterState *interp,
+                 ppy_state *st)
 {
-    pp_lthread *lt = calloc(1, sizeof(*lt));
+    ppy_lthread *lt = calloc(1, sizeof(*lt));
     int rc;
 
     if (lt == NULL) {
@@ -291,7 +291,7 @@ fail:
 }
 
 void
-pp_lthread_stop_join(pp_lthread *lt)
+ppy_lthread_stop_join(ppy_lthread *lt)
 {
     pthread_mutex_lock(&lt->mu);
     lt->stopped = 1;
@@ -303,7 +303,7 @@ pp_lthread_stop_join(pp_lthread *lt)
 }
 
 void
-pp_lthread_free(pp_lthread *lt)
+ppy_lthread_free(ppy_lthread *lt)
 {
     pthread_mutex_destroy(&lt->mu);
     free(lt);

@@ -5,14 +5,14 @@
  * copy.  Laid out like CPython's Modules/_queuemodule.c: state, functions,
  * GC hooks, then the method table, slots and module definition last.
  */
-#include "pp_binding.h"
-#include "pp_io.h"
+#include "ppy_binding.h"
+#include "ppy_io.h"
 #include "pp_thread.h"
 
-pp_state *
-pp_state_of(PyObject *module)
+ppy_state *
+ppy_state_of(PyObject *module)
 {
-    pp_state *st = PyModule_GetState(module);
+    ppy_state *st = PyModule_GetState(module);
 
     assert(st != NULL);
     return st;
@@ -30,7 +30,7 @@ PyDoc_STRVAR(freeze_doc,
 static PyObject *
 mod_freeze(PyObject *module, PyObject *obj)
 {
-    return pp_freeze(pp_state_of(module), obj);
+    return ppy_freeze(ppy_state_of(module), obj);
 }
 
 /* Frozen by pyparallel, or an immutable value CPython itself made immortal
@@ -42,9 +42,9 @@ mod_is_frozen(PyObject *module, PyObject *obj)
     PyTypeObject *t = Py_TYPE(obj);
 
     (void)module;
-    if (pp_is_frozen(obj))
+    if (ppy_is_frozen(obj))
         Py_RETURN_TRUE;
-    return PyBool_FromLong(pp_is_immortal(obj) &&
+    return PyBool_FromLong(ppy_is_immortal(obj) &&
         (obj == Py_None || t == &PyBool_Type || t == &PyLong_Type ||
          t == &PyFloat_Type || t == &PyComplex_Type || t == &PyUnicode_Type ||
          t == &PyBytes_Type || (t == &PyTuple_Type && PyTuple_GET_SIZE(obj) == 0)));
@@ -53,7 +53,7 @@ mod_is_frozen(PyObject *module, PyObject *obj)
 static PyObject *
 mod_worker_id(PyObject *module, PyObject *unused)
 {
-    pp_state *st = pp_state_of(module);
+    ppy_state *st = ppy_state_of(module);
 
     (void)unused;
     if (st->worker_id < 0)
@@ -65,7 +65,7 @@ static PyObject *
 mod_is_parallel_context(PyObject *module, PyObject *unused)
 {
     (void)unused;
-    return PyBool_FromLong(pp_state_of(module)->worker_id >= 0);
+    return PyBool_FromLong(ppy_state_of(module)->worker_id >= 0);
 }
 
 static PyObject *
@@ -86,16 +86,16 @@ static PyObject *
 mod_enable_safety(PyObject *module, PyObject *unused)
 {
     (void)module; (void)unused;
-    if (pp_safety_enabled())
+    if (ppy_safety_enabled())
         Py_RETURN_NONE;
-    if (pp_pools_created > 0) {
+    if (ppy_pools_created > 0) {
         PyErr_SetString(PyExc_RuntimeError,
                         "safety-proof mode must be turned on before any worker "
                         "starts: set PYPARALLEL_SAFETY=1 in the environment, or "
                         "call pyparallel.configure(safety=True) first thing");
         return NULL;
     }
-    if (pp_safety_enable() < 0)
+    if (ppy_safety_enable() < 0)
         return NULL;
     Py_RETURN_NONE;
 }
@@ -104,14 +104,14 @@ static PyObject *
 mod_safety_enabled(PyObject *module, PyObject *unused)
 {
     (void)module; (void)unused;
-    return PyBool_FromLong(pp_safety_enabled());
+    return PyBool_FromLong(ppy_safety_enabled());
 }
 
 static PyObject *
 mod_exit_unprotect(PyObject *module, PyObject *unused)
 {
     (void)module; (void)unused;
-    pp_safety_unprotect_all();
+    ppy_safety_unprotect_all();
     Py_RETURN_NONE;
 }
 
@@ -119,7 +119,7 @@ mod_exit_unprotect(PyObject *module, PyObject *unused)
 static PyObject *
 mod_init(PyObject *module, PyObject *errors)
 {
-    pp_state *st = pp_state_of(module);
+    ppy_state *st = ppy_state_of(module);
     static const char *names[] = {"FreezeError", "TransferError", "WorkerError",
                                   "WorkerImportError", "WorkerInitError"};
     PyObject **slots[] = {&st->FreezeError, &st->TransferError, &st->WorkerError,
@@ -140,29 +140,29 @@ static PyObject *
 mod_call_from_main_thread(PyObject *module, PyObject *const *args,
                           Py_ssize_t nargs, PyObject *kwnames)
 {
-    return pp_call_from_main(module, args, PyVectorcall_NARGS(nargs), kwnames, 0);
+    return ppy_call_from_main(module, args, PyVectorcall_NARGS(nargs), kwnames, 0);
 }
 
 static PyObject *
 mod_call_from_main_thread_and_wait(PyObject *module, PyObject *const *args,
                                    Py_ssize_t nargs, PyObject *kwnames)
 {
-    return pp_call_from_main(module, args, PyVectorcall_NARGS(nargs), kwnames, 1);
+    return ppy_call_from_main(module, args, PyVectorcall_NARGS(nargs), kwnames, 1);
 }
 
 /* _encode_roundtrip(obj) -> obj decoded in this interpreter (for tests). */
 static PyObject *
 mod_roundtrip(PyObject *module, PyObject *obj)
 {
-    pp_state *st = pp_state_of(module);
+    ppy_state *st = ppy_state_of(module);
     pp_buf b = PP_BUF_INIT;
     pp_reader r;
     PyObject *res = NULL;
 
-    if (pp_encode(st, obj, &b, "value") == 0) {
+    if (ppy_encode(st, obj, &b, "value") == 0) {
         r.p = b.data;
         r.end = b.data + b.len;
-        res = pp_decode(st, &r);
+        res = ppy_decode(st, &r);
     }
     pp_buf_free(&b);
     return res;
@@ -203,7 +203,7 @@ mod_wait_stop(PyObject *module, PyObject *args)
                 Py_RETURN_FALSE;
             left = (long)(timeout * 1e9 - (double)spent);
         }
-        if (pp_wait_word(&stop_word, 0, left) < 0)
+        if (ppy_wait_word(&stop_word, 0, 0, left) < 0)
             return NULL;
     }
 }
@@ -211,7 +211,7 @@ mod_wait_stop(PyObject *module, PyObject *args)
 static PyObject *
 mod_connect(PyObject *module, PyObject *args, PyObject *kwargs)
 {
-    return pp_client_connect(module, args, kwargs);
+    return ppy_client_connect(module, args, kwargs);
 }
 
 static PyMethodDef module_methods[] = {
@@ -258,35 +258,35 @@ static PyMethodDef module_methods[] = {
 static int
 module_exec(PyObject *module)
 {
-    pp_state *st = pp_state_of(module);
+    ppy_state *st = ppy_state_of(module);
     int is_main = PyInterpreterState_Get() == PyInterpreterState_Main();
 
     st->worker_id = -1;
-    st->pool_type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &pp_pool_spec, NULL);
+    st->pool_type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &ppy_pool_spec, NULL);
     if (st->pool_type == NULL || PyModule_AddType(module, st->pool_type) < 0)
         return -1;
-    st->task_type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &pp_task_spec, NULL);
+    st->task_type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &ppy_task_spec, NULL);
     if (st->task_type == NULL || PyModule_AddType(module, st->task_type) < 0)
         return -1;
-    st->transport_type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &pp_transport_spec, NULL);
+    st->transport_type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &ppy_transport_spec, NULL);
     if (st->transport_type == NULL || PyModule_AddType(module, st->transport_type) < 0)
         return -1;
-    st->server_type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &pp_server_spec, NULL);
+    st->server_type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &ppy_server_spec, NULL);
     if (st->server_type == NULL || PyModule_AddType(module, st->server_type) < 0)
         return -1;
-    st->timer_type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &pp_timer_spec, NULL);
+    st->timer_type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &ppy_timer_spec, NULL);
     if (st->timer_type == NULL || PyModule_AddType(module, st->timer_type) < 0)
         return -1;
     /* The shared FrozenMap type is readied once, by the main interpreter. */
-    if (is_main && pp_frozenmap_ready() < 0)
+    if (is_main && ppy_frozenmap_ready() < 0)
         return -1;
-    if (!(PP_FrozenMap_Type.tp_flags & Py_TPFLAGS_READY)) {
+    if (!(PPY_FrozenMap_Type.tp_flags & Py_TPFLAGS_READY)) {
         PyErr_SetString(PyExc_ImportError,
                         "pyparallel must be imported by the main interpreter "
                         "before any sub-interpreter imports it");
         return -1;
     }
-    if (PyModule_AddObjectRef(module, "FrozenMap", (PyObject *)&PP_FrozenMap_Type) < 0)
+    if (PyModule_AddObjectRef(module, "FrozenMap", (PyObject *)&PPY_FrozenMap_Type) < 0)
         return -1;
     return 0;
 }
@@ -294,7 +294,7 @@ module_exec(PyObject *module)
 static int
 module_traverse(PyObject *module, visitproc visit, void *arg)
 {
-    pp_state *st = PyModule_GetState(module);
+    ppy_state *st = PyModule_GetState(module);
 
     if (st == NULL)
         return 0;
@@ -318,7 +318,7 @@ module_traverse(PyObject *module, visitproc visit, void *arg)
 static int
 module_clear(PyObject *module)
 {
-    pp_state *st = PyModule_GetState(module);
+    ppy_state *st = PyModule_GetState(module);
 
     if (st == NULL)
         return 0;
@@ -347,18 +347,17 @@ module_free(void *module)
 
 static PyModuleDef_Slot module_slots[] = {
     {Py_mod_exec, module_exec},
+    /* No Py_mod_gil slot: pyparallel runs only where there is a GIL (see
+     * ppy_binding.h), and its thread safety rests on each interpreter's. */
     {Py_mod_multiple_interpreters, Py_MOD_PER_INTERPRETER_GIL_SUPPORTED},
-#if PY_VERSION_HEX >= 0x030D0000
-    {Py_mod_gil, Py_MOD_GIL_NOT_USED},
-#endif
     {0, NULL}
 };
 
-static struct PyModuleDef pp_module_def = {
+static struct PyModuleDef ppy_module_def = {
     PyModuleDef_HEAD_INIT,
     .m_name = "pyparallel._pyparallel",
     .m_doc = "The C runtime of pyparallel: freeze, FrozenMap, worker pools.",
-    .m_size = sizeof(pp_state),
+    .m_size = sizeof(ppy_state),
     .m_methods = module_methods,
     .m_slots = module_slots,
     .m_traverse = module_traverse,
@@ -369,5 +368,5 @@ static struct PyModuleDef pp_module_def = {
 PyMODINIT_FUNC
 PyInit__pyparallel(void)
 {
-    return PyModuleDef_Init(&pp_module_def);
+    return PyModuleDef_Init(&ppy_module_def);
 }

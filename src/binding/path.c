@@ -1,8 +1,8 @@
 /* path.c -- "data['users'][3]": where inside a value a walk failed. */
-#include "pp_binding.h"
+#include "ppy_binding.h"
 
 void
-pp_path_push(pp_path *p, char kind, PyObject *key)
+ppy_path_push(ppy_path *p, char kind, PyObject *key)
 {
     PyObject *exc, *step;
 
@@ -22,7 +22,7 @@ pp_path_push(pp_path *p, char kind, PyObject *key)
 }
 
 PyObject *
-pp_path_render(pp_path *p, const char *root)
+ppy_path_render(ppy_path *p, const char *root)
 {
     PyObject *out = PyUnicode_FromString(root), *piece;
     Py_ssize_t i;
@@ -50,20 +50,20 @@ pp_path_render(pp_path *p, const char *root)
 }
 
 void
-pp_path_clear(pp_path *p)
+ppy_path_clear(ppy_path *p)
 {
     Py_CLEAR(p->steps);
 }
 
 void
-pp_path_reraise(pp_path *p, const char *root, PyObject *cls)
+ppy_path_reraise(ppy_path *p, const char *root, PyObject *cls)
 {
     PyObject *exc, *where, *msg = NULL;
 
     if (!PyErr_ExceptionMatches(cls))
         return;
     exc = PyErr_GetRaisedException();
-    where = pp_path_render(p, root);
+    where = ppy_path_render(p, root);
     if (where)
         msg = PyUnicode_FromFormat("%U: %S", where, exc);
     if (msg) {

@@ -2,7 +2,7 @@
  *
  * The life of a connection, on its worker's loop thread:
  *
- *   on_open    a pp_pconn is carved from the connection's arena; the
+ *   on_open    a ppy_pconn is carved from the connection's arena; the
  *              Transport and a fresh protocol instance are made;
  *              initial_bytes_to_send goes out, then connection_made runs;
  *   on_read    data_received (or lines_received with every complete line)
@@ -25,13 +25,13 @@
  * logged with its traceback and the connection is aborted, with the
  * exception passed on to connection_lost.
  */
-#include "pp_io.h"
+#include "ppy_io.h"
 
 #include <errno.h>
 #include <netdb.h>
 #include <string.h>
 
-static const char *const cb_names[PP_CB_COUNT] = {
+static const char *const cb_names[PPY_CB_COUNT] = {
     "connection_made", "data_received", "lines_received", "send_complete",
     "eof_received", "connection_lost", "exception_handler",
 };
@@ -53,7 +53,7 @@ optional_attr(PyObject *obj, const char *name, PyObject **out)
 }
 
 int
-pp_endpoint_set_protocol(pp_endpoint *ep, PyObject *cls)
+ppy_endpoint_set_protocol(ppy_endpoint *ep, PyObject *cls)
 {
     PyObject *lines = NULL;
     int i, truth = 0;
@@ -65,7 +65,7 @@ pp_endpoint_set_protocol(pp_endpoint *ep, PyObject *cls)
         return -1;
     }
     ep->cls = Py_NewRef(cls);
-    for (i = 0; i < PP_CB_COUNT; i++) {
+    for (i = 0; i < PPY_CB_COUNT; i++) {
         if (optional_attr(cls, cb_names[i], &ep->cb[i]) < 0)
             return -1;
         if (ep->cb[i] == Py_None)
@@ -83,14 +83,14 @@ pp_endpoint_set_protocol(pp_endpoint *ep, PyObject *cls)
     }
     Py_XDECREF(lines);
     ep->lines = truth;
-    if (ep->lines && ep->cb[PP_CB_LINES_RECEIVED] == NULL) {
+    if (ep->lines && ep->cb[PPY_CB_LINES_RECEIVED] == NULL) {
         PyErr_Format(PyExc_TypeError,
                      "protocol %.200s sets lines_mode = True but defines no "
                      "lines_received(self, transport, lines)",
                      ((PyTypeObject *)cls)->tp_name);
         return -1;
     }
-    if (!ep->lines && ep->cb[PP_CB_LINES_RECEIVED] != NULL) {
+    if (!ep->lines && ep->cb[PPY_CB_LINES_RECEIVED] != NULL) {
         PyErr_Format(PyExc_TypeError,
                      "protocol %.200s defines lines_received() but not "
                      "lines_mode = True; set it to get lines",
@@ -101,13 +101,13 @@ pp_endpoint_set_protocol(pp_endpoint *ep, PyObject *cls)
 }
 
 void
-pp_endpoint_clear(pp_endpoint *ep)
+ppy_endpoint_clear(ppy_endpoint *ep)
 {
     int i;
 
     Py_CLEAR(ep->cls);
     Py_CLEAR(ep->shared);
-    for (i = 0; i < PP_CB_COUNT; i++)
+    for (i = 0; i < PPY_CB_COUNT; i++)
         Py_CLEAR(ep->cb[i]);
     Py_CLEAR(ep->initial);
     Py_CLEAR(ep->result);
@@ -117,7 +117,7 @@ pp_endpoint_clear(pp_endpoint *ep)
 /* ---- errors ------------------------------------------------------------- */
 
 PyObject *
-pp_error_from_code(int err, const char *context)
+ppy_error_from_code(int err, const char *context)
 {
     PyObject *cls = PyExc_OSError, *socket = NULL, *msg, *exc = NULL;
     int code = -err;
@@ -161,7 +161,7 @@ pp_error_from_code(int err, const char *context)
 
 /* Calls callback `which` with (transport[, arg]).  New reference or NULL. */
 static PyObject *
-call_cb(pp_pconn *pc, int which, PyObject *arg)
+call_cb(ppy_pconn *pc, int which, PyObject *arg)
 {
     PyObject *f = pc->ep->cb[which], *args[3], *bound, *r;
     size_t n = arg ? 3 : 2;
@@ -185,27 +185,27 @@ call_cb(pp_pconn *pc, int which, PyObject *arg)
 }
 
 static void
-log_failure(pp_pconn *pc, const char *where)
+log_failure(ppy_pconn *pc, const char *where)
 {
     char what[256];
     const char *cls = pc->ep->cls ? ((PyTypeObject *)pc->ep->cls)->tp_name : "?";
 
     snprintf(what, sizeof what, "%s.%s()", cls, where);
-    pp_lthread_log_error(pc->ep->lt, what, pc->transport);
+    ppy_lthread_log_error(pc->ep->lt, what, pc->transport);
 }
 
 /* The pending exception came out of callback `where`: hand it to the
  * exception handler, or log it and abort the connection.  Clears it. */
 static void
-callback_failed(pp_pconn *pc, const char *where, int handler_allowed)
+callback_failed(ppy_pconn *pc, const char *where, int handler_allowed)
 {
-    pp_endpoint *ep = pc->ep;
+    ppy_endpoint *ep = pc->ep;
     PyObject *exc, *own, *r;
 
     ep->errors++;
-    if (handler_allowed && ep->cb[PP_CB_EXCEPTION_HANDLER] && pc->protocol) {
+    if (handler_allowed && ep->cb[PPY_CB_EXCEPTION_HANDLER] && pc->protocol) {
         exc = PyErr_GetRaisedException();
-        r = call_cb(pc, PP_CB_EXCEPTION_HANDLER, exc);
+        r = call_cb(pc, PPY_CB_EXCEPTION_HANDLER, exc);
         if (r != NULL) {
             Py_DECREF(r);
             Py_DECREF(exc);
@@ -240,7 +240,7 @@ callback_failed(pp_pconn *pc, const char *where, int handler_allowed)
 /* Queues what a callback returned; a send_complete marker follows it when
  * the protocol wants one.  Consumes r. */
 static void
-send_result(pp_pconn *pc, PyObject *r, const char *where)
+send_result(ppy_pconn *pc, PyObject *r, const char *where)
 {
     int sent;
 
@@ -248,13 +248,13 @@ send_result(pp_pconn *pc, PyObject *r, const char *where)
         Py_DECREF(r);
         return;
     }
-    sent = pc->c ? pp_transport_send_value(pc->transport, r) : 0;
+    sent = pc->c ? ppy_transport_send_value(pc->transport, r) : 0;
     Py_DECREF(r);
     if (sent < 0) {
         callback_failed(pc, where, 1);
         return;
     }
-    if (sent > 0 && pc->ep->cb[PP_CB_SEND_COMPLETE] && pc->c &&
+    if (sent > 0 && pc->ep->cb[PPY_CB_SEND_COMPLETE] && pc->c &&
         pp_conn_mark(pc->c, ++pc->send_id) < 0)
         pc->send_id--;           /* closing: no send_complete will come */
 }
@@ -264,8 +264,8 @@ send_result(pp_pconn *pc, PyObject *r, const char *where)
 static void
 proto_open(pp_conn *c)
 {
-    pp_endpoint *ep = pp_conn_data(c);
-    pp_pconn *pc = pp_conn_alloc(c, sizeof(*pc));
+    ppy_endpoint *ep = pp_conn_data(c);
+    ppy_pconn *pc = pp_conn_alloc(c, sizeof(*pc));
     PyObject *r;
 
     if (pc == NULL) {
@@ -273,7 +273,7 @@ proto_open(pp_conn *c)
         return;
     }
     memset(pc, 0, sizeof(*pc));
-    pc->kind = PP_KIND_PCONN;
+    pc->kind = PPY_KIND_PCONN;
     pc->c = c;
     pc->ep = ep;
     pp_conn_set_data(c, pc);
@@ -286,7 +286,7 @@ proto_open(pp_conn *c)
             return;
         }
     }
-    pc->transport = pp_transport_new(ep->lt, pc, ep->shared);
+    pc->transport = ppy_transport_new(ep->lt, pc, ep->shared);
     if (pc->transport == NULL) {
         callback_failed(pc, "(making the transport)", 0);
         return;
@@ -305,8 +305,8 @@ proto_open(pp_conn *c)
         else
             send_result(pc, r, "initial_bytes_to_send");
     }
-    if (ep->cb[PP_CB_CONNECTION_MADE] && pc->c && !pp_conn_closing(c)) {
-        r = call_cb(pc, PP_CB_CONNECTION_MADE, NULL);
+    if (ep->cb[PPY_CB_CONNECTION_MADE] && pc->c && !pp_conn_closing(c)) {
+        r = call_cb(pc, PPY_CB_CONNECTION_MADE, NULL);
         if (r == NULL)
             callback_failed(pc, "connection_made", 1);
         else
@@ -342,8 +342,8 @@ split_lines(const char *data, size_t len)
 static size_t
 proto_read(pp_conn *c, const char *data, size_t len)
 {
-    pp_pconn *pc = pp_conn_data(c);
-    pp_endpoint *ep = pc->ep;
+    ppy_pconn *pc = pp_conn_data(c);
+    ppy_endpoint *ep = pc->ep;
     PyObject *arg, *r;
     size_t used = len;
     int which;
@@ -357,10 +357,10 @@ proto_read(pp_conn *c, const char *data, size_t len)
             return 0;            /* wait for the end of the line */
         used = (size_t)(nl - data) + 1;
         arg = split_lines(data, used);
-        which = PP_CB_LINES_RECEIVED;
-    } else if (ep->cb[PP_CB_DATA_RECEIVED]) {
+        which = PPY_CB_LINES_RECEIVED;
+    } else if (ep->cb[PPY_CB_DATA_RECEIVED]) {
         arg = PyBytes_FromStringAndSize(data, (Py_ssize_t)len);
-        which = PP_CB_DATA_RECEIVED;
+        which = PPY_CB_DATA_RECEIVED;
     } else {
         return len;              /* nobody listens: discard */
     }
@@ -380,8 +380,8 @@ proto_read(pp_conn *c, const char *data, size_t len)
 static void
 proto_eof(pp_conn *c)
 {
-    pp_pconn *pc = pp_conn_data(c);
-    pp_endpoint *ep = pc->ep;
+    ppy_pconn *pc = pp_conn_data(c);
+    ppy_endpoint *ep = pc->ep;
     PyObject *r;
     int keep = 0;
 
@@ -391,7 +391,7 @@ proto_eof(pp_conn *c)
 
         if (len > 0) {
             PyObject *lines = split_lines(rest, len);
-            r = lines ? call_cb(pc, PP_CB_LINES_RECEIVED, lines) : NULL;
+            r = lines ? call_cb(pc, PPY_CB_LINES_RECEIVED, lines) : NULL;
             Py_XDECREF(lines);
             if (r == NULL)
                 callback_failed(pc, "lines_received", 1);
@@ -399,8 +399,8 @@ proto_eof(pp_conn *c)
                 send_result(pc, r, "lines_received");
         }
     }
-    if (pc->protocol && pc->c && !pp_conn_closing(c) && ep->cb[PP_CB_EOF_RECEIVED]) {
-        r = call_cb(pc, PP_CB_EOF_RECEIVED, NULL);
+    if (pc->protocol && pc->c && !pp_conn_closing(c) && ep->cb[PPY_CB_EOF_RECEIVED]) {
+        r = call_cb(pc, PPY_CB_EOF_RECEIVED, NULL);
         if (r == NULL) {
             callback_failed(pc, "eof_received", 1);
         } else {
@@ -419,17 +419,17 @@ proto_eof(pp_conn *c)
 static void
 proto_sent(pp_conn *c, uint64_t id)
 {
-    pp_pconn *pc = pp_conn_data(c);
+    ppy_pconn *pc = pp_conn_data(c);
     PyObject *arg, *r;
 
     if (pc->protocol == NULL || pp_conn_closing(c) ||
-        pc->ep->cb[PP_CB_SEND_COMPLETE] == NULL)
+        pc->ep->cb[PPY_CB_SEND_COMPLETE] == NULL)
         return;
     if ((arg = PyLong_FromUnsignedLongLong(id)) == NULL) {
         callback_failed(pc, "send_complete", 0);
         return;
     }
-    r = call_cb(pc, PP_CB_SEND_COMPLETE, arg);
+    r = call_cb(pc, PPY_CB_SEND_COMPLETE, arg);
     Py_DECREF(arg);
     if (r == NULL)
         callback_failed(pc, "send_complete", 1);
@@ -441,16 +441,16 @@ static void
 proto_close(pp_conn *c, int err)
 {
     void *data = pp_conn_data(c);
-    pp_endpoint *ep;
-    pp_pconn *pc;
+    ppy_endpoint *ep;
+    ppy_pconn *pc;
     PyObject *exc, *r;
 
-    if (pp_data_kind(data) == PP_KIND_ENDPOINT) {
+    if (ppy_data_kind(data) == PPY_KIND_ENDPOINT) {
         /* Never opened: a connect that failed, or no memory. */
         ep = data;
         /* err 0: aborted while connecting (Server or pool shutting down). */
         if (ep->failure == NULL)
-            ep->failure = pp_error_from_code(err ? err : -ECANCELED, NULL);
+            ep->failure = ppy_error_from_code(err ? err : -ECANCELED, NULL);
         if (ep->failure == NULL)
             ep->failure = PyErr_GetRaisedException();
         if (ep->on_conn_closed)
@@ -462,10 +462,10 @@ proto_close(pp_conn *c, int err)
     pc->c = NULL;
     if (pc->counted)
         atomic_fetch_sub(ep->live, 1);
-    if (pc->protocol && ep->cb[PP_CB_CONNECTION_LOST]) {
+    if (pc->protocol && ep->cb[PPY_CB_CONNECTION_LOST]) {
         exc = pc->error ? Py_NewRef(pc->error)
-            : err ? pp_error_from_code(err, NULL) : Py_NewRef(Py_None);
-        r = exc ? call_cb(pc, PP_CB_CONNECTION_LOST, exc) : NULL;
+            : err ? ppy_error_from_code(err, NULL) : Py_NewRef(Py_None);
+        r = exc ? call_cb(pc, PPY_CB_CONNECTION_LOST, exc) : NULL;
         Py_XDECREF(exc);
         if (r == NULL) {
             /* Nothing left to close: log it, and fail a client's Future. */
@@ -482,7 +482,7 @@ proto_close(pp_conn *c, int err)
         }
     }
     if (pc->transport)
-        pp_transport_detach(pc->transport);
+        ppy_transport_detach(pc->transport);
     Py_CLEAR(pc->transport);
     Py_CLEAR(pc->protocol);
     Py_CLEAR(pc->error);
@@ -490,7 +490,7 @@ proto_close(pp_conn *c, int err)
         ep->on_conn_closed(ep);
 }
 
-const pp_conn_handler pp_proto_handler = {
+const pp_conn_handler ppy_proto_handler = {
     .on_open = proto_open,
     .on_read = proto_read,
     .on_eof = proto_eof,
@@ -510,14 +510,14 @@ native_read(pp_conn *c, const char *data, size_t len)
 static void
 native_close(pp_conn *c, int err)
 {
-    pp_endpoint *ep = pp_conn_data(c);
+    ppy_endpoint *ep = pp_conn_data(c);
 
     (void)err;
     if (ep->on_conn_closed)
         ep->on_conn_closed(ep);
 }
 
-const pp_conn_handler pp_native_echo_handler = {
+const pp_conn_handler ppy_native_echo_handler = {
     .on_read = native_read,
     .on_close = native_close,
 };

@@ -17,18 +17,18 @@
  *               and the server's count of live workers drops; main waits for
  *               zero, then closes the listeners.
  *
- * What main and the workers share is a pp_srv_shared, reference-counted
+ * What main and the workers share is a ppy_srv_shared, reference-counted
  * (main's Server object holds one, each worker endpoint one), so either
  * side may finish first.
  */
-#include "pp_io.h"
+#include "ppy_io.h"
 
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
-typedef struct pp_srv_shared {
+typedef struct ppy_srv_shared {
     atomic_int refs;
     pp_word live;                /* worker endpoints not yet reaped */
     pp_conn_config cfg;
@@ -37,10 +37,10 @@ typedef struct pp_srv_shared {
     PyObject *shared;            /* frozen: immortal, readable everywhere */
     atomic_size_t conns;         /* open across workers (max_connections) */
     size_t max_conns;
-} pp_srv_shared;
+} ppy_srv_shared;
 
 static void
-shared_release(pp_srv_shared *sh)
+shared_release(ppy_srv_shared *sh)
 {
     if (atomic_fetch_sub(&sh->refs, 1) == 1)
         free(sh);
@@ -48,43 +48,43 @@ shared_release(pp_srv_shared *sh)
 
 /* ---- the worker side ------------------------------------------------------- */
 
-typedef struct pp_wsrv {
-    pp_endpoint ep;              /* first: connections' data points here */
-    pp_srv_shared *sh;
+typedef struct ppy_wsrv {
+    ppy_endpoint ep;              /* first: connections' data points here */
+    ppy_srv_shared *sh;
     pp_conn_group group;
     pp_acceptor acc;
     pp_pending reap;
     int closing;
-} pp_wsrv;
+} ppy_wsrv;
 
 static void
 wsrv_reap(pp_loop *loop, pp_pending *p)
 {
-    pp_wsrv *ws = p->data;
-    pp_srv_shared *sh = ws->sh;
+    ppy_wsrv *ws = p->data;
+    ppy_srv_shared *sh = ws->sh;
 
     (void)loop;
     (void)pp_conn_group_destroy(&ws->group);
     pp_link_remove(&ws->ep.link);
-    pp_endpoint_clear(&ws->ep);
+    ppy_endpoint_clear(&ws->ep);
     free(ws);
     pp_word_add(&sh->live, -1);
     shared_release(sh);
 }
 
 static void
-wsrv_conn_closed(pp_endpoint *ep)
+wsrv_conn_closed(ppy_endpoint *ep)
 {
-    pp_wsrv *ws = (pp_wsrv *)ep;
+    ppy_wsrv *ws = (ppy_wsrv *)ep;
 
     if (ws->closing && ws->group.count == 0)
         pp_pending_add(ep->lt->loop, &ws->reap, wsrv_reap);
 }
 
 static void
-wsrv_close(pp_endpoint *ep)
+wsrv_close(ppy_endpoint *ep)
 {
-    pp_wsrv *ws = (pp_wsrv *)ep;
+    ppy_wsrv *ws = (ppy_wsrv *)ep;
 
     if (ws->closing)
         return;
@@ -96,18 +96,18 @@ wsrv_close(pp_endpoint *ep)
 }
 
 typedef struct {
-    pp_cmd base;
-    pp_srv_shared *sh;
+    ppy_cmd base;
+    ppy_srv_shared *sh;
     int fd;
-    pp_wsrv *ws;                 /* out */
+    ppy_wsrv *ws;                 /* out */
 } start_cmd;
 
 static void
-start_proc(pp_lthread *lt, pp_cmd *cmd)
+start_proc(ppy_lthread *lt, ppy_cmd *cmd)
 {
     start_cmd *sc = (start_cmd *)cmd;
-    pp_srv_shared *sh = sc->sh;
-    pp_wsrv *ws = calloc(1, sizeof(*ws));
+    ppy_srv_shared *sh = sc->sh;
+    ppy_wsrv *ws = calloc(1, sizeof(*ws));
     PyObject *cls;
     int rc;
 
@@ -115,7 +115,7 @@ start_proc(pp_lthread *lt, pp_cmd *cmd)
         cmd->rc = -ENOMEM;
         return;
     }
-    ws->ep.kind = PP_KIND_ENDPOINT;
+    ws->ep.kind = PPY_KIND_ENDPOINT;
     ws->ep.lt = lt;
     ws->ep.native = sh->native;
     ws->ep.shared = Py_NewRef(sh->shared ? sh->shared : Py_None);
@@ -125,12 +125,12 @@ start_proc(pp_lthread *lt, pp_cmd *cmd)
     ws->ep.max_live = sh->max_conns;
     ws->reap.data = ws;
     if (!sh->native) {
-        cls = pp_worker_callable(lt->worker, (uint32_t)sh->proto_id);
-        if (cls == NULL || pp_endpoint_set_protocol(&ws->ep, cls) < 0) {
+        cls = ppy_worker_callable(lt->worker, (uint32_t)sh->proto_id);
+        if (cls == NULL || ppy_endpoint_set_protocol(&ws->ep, cls) < 0) {
             Py_XDECREF(cls);
             cmd->rc = -EINVAL;
-            cmd->error = pp_exception_text();
-            pp_endpoint_clear(&ws->ep);
+            cmd->error = ppy_exception_text();
+            ppy_endpoint_clear(&ws->ep);
             free(ws);
             return;
         }
@@ -138,11 +138,11 @@ start_proc(pp_lthread *lt, pp_cmd *cmd)
     }
     if ((rc = pp_conn_group_init(&ws->group, lt->loop, &sh->cfg)) < 0 ||
         (rc = pp_acceptor_start(&ws->acc, &ws->group, sc->fd,
-                                sh->native ? &pp_native_echo_handler
-                                           : &pp_proto_handler,
+                                sh->native ? &ppy_native_echo_handler
+                                           : &ppy_proto_handler,
                                 &ws->ep)) < 0) {
         (void)pp_conn_group_destroy(&ws->group);
-        pp_endpoint_clear(&ws->ep);
+        ppy_endpoint_clear(&ws->ep);
         free(ws);
         cmd->rc = rc;
         return;
@@ -155,26 +155,26 @@ start_proc(pp_lthread *lt, pp_cmd *cmd)
 }
 
 typedef struct {
-    pp_cmd base;
-    pp_wsrv *ws;
+    ppy_cmd base;
+    ppy_wsrv *ws;
 } close_cmd;
 
 static void
-close_proc(pp_lthread *lt, pp_cmd *cmd)
+close_proc(ppy_lthread *lt, ppy_cmd *cmd)
 {
     (void)lt;
     wsrv_close(&((close_cmd *)cmd)->ws->ep);
 }
 
 typedef struct {
-    pp_cmd base;
-    pp_wsrv *ws;
+    ppy_cmd base;
+    ppy_wsrv *ws;
     pp_conn_stats stats;
     uint64_t count, errors;
 } stats_cmd;
 
 static void
-stats_proc(pp_lthread *lt, pp_cmd *cmd)
+stats_proc(ppy_lthread *lt, ppy_cmd *cmd)
 {
     stats_cmd *sc = (stats_cmd *)cmd;
 
@@ -189,16 +189,16 @@ stats_proc(pp_lthread *lt, pp_cmd *cmd)
 typedef struct {
     PyObject_HEAD
     PyObject *pool;
-    pp_srv_shared *sh;
+    ppy_srv_shared *sh;
     int nworkers;
-    pp_lthread **lts;            /* per worker */
-    pp_wsrv **ws;                /* per worker, NULL where not started */
+    ppy_lthread **lts;            /* per worker */
+    ppy_wsrv **ws;                /* per worker, NULL where not started */
     int *fds;                    /* listeners */
     int nfds;
     int port;
     char *unix_path;             /* a socket file to remove at close */
     int closed;
-} pp_server;
+} ppy_server;
 
 static PyObject *
 listen_error(int rc, const char *host, int port, const char *unix_path)
@@ -214,14 +214,14 @@ listen_error(int rc, const char *host, int port, const char *unix_path)
                  unix_path, hint);
     else
         snprintf(where, sizeof where, "cannot listen on %s:%d%s", host, port, hint);
-    if ((exc = pp_error_from_code(rc, where)) != NULL) {
+    if ((exc = ppy_error_from_code(rc, where)) != NULL) {
         PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
         Py_DECREF(exc);
     }
     return NULL;
 }
 
-static int server_shutdown(pp_server *self, long timeout_ns);
+static int server_shutdown(ppy_server *self, long timeout_ns);
 
 static PyObject *
 server_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
@@ -237,8 +237,8 @@ server_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     double idle = 0.0;
     Py_ssize_t write_high = 65536, write_low = 16384, read_limit = 1 << 20;
     PyObject *shared = Py_None;
-    pp_server *self;
-    pp_srv_shared *sh;
+    ppy_server *self;
+    ppy_srv_shared *sh;
     int i, n, rc;
 
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OziOz|iOLdpnnnp:Server",
@@ -255,11 +255,11 @@ server_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
                         "idle_timeout >= 0");
         return NULL;
     }
-    self = (pp_server *)type->tp_alloc(type, 0);
+    self = (ppy_server *)type->tp_alloc(type, 0);
     if (self == NULL)
         return NULL;
     self->pool = Py_NewRef(pool);
-    n = self->nworkers = pp_pool_nworkers(pool);
+    n = self->nworkers = ppy_pool_nworkers(pool);
     self->lts = calloc((size_t)n, sizeof(*self->lts));
     self->ws = calloc((size_t)n, sizeof(*self->ws));
     self->fds = malloc((size_t)n * sizeof(int));
@@ -280,7 +280,7 @@ server_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     sh->cfg.max_conns = max_conns ? (size_t)((max_conns + n - 1) / n) : 0;
     sh->max_conns = (size_t)max_conns;
     atomic_init(&sh->conns, 0);
-    if (!native && (sh->proto_id = pp_pool_fn_id(pool, protocol)) < 0) {
+    if (!native && (sh->proto_id = ppy_pool_fn_id(pool, protocol)) < 0) {
         if (sh->proto_id == -2)
             PyErr_Format(PyExc_TypeError,
                          "protocol %R cannot be found by workers: define the "
@@ -289,7 +289,7 @@ server_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
         goto fail;
     }
     for (i = 0; i < n; i++) {
-        if ((self->lts[i] = pp_pool_lthread(pool, i)) == NULL)
+        if ((self->lts[i] = ppy_pool_lthread(pool, i)) == NULL)
             goto fail;
     }
 
@@ -340,11 +340,11 @@ server_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
             PyErr_NoMemory();
             goto fail;
         }
-        pp_cmd_init(&sc->base, start_proc);
+        ppy_cmd_init(&sc->base, start_proc);
         sc->sh = sh;
         sc->fd = self->fds[self->nfds == 1 ? 0 : i];
-        if (pp_cmd_call(self->lts[i], &sc->base) < 0) {
-            pp_cmd_release(&sc->base);
+        if (ppy_cmd_call(self->lts[i], &sc->base) < 0) {
+            ppy_cmd_release(&sc->base);
             goto fail;
         }
         self->ws[i] = sc->ws;
@@ -357,10 +357,10 @@ server_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
                 errno = -sc->base.rc;
                 PyErr_SetFromErrno(PyExc_OSError);
             }
-            pp_cmd_release(&sc->base);
+            ppy_cmd_release(&sc->base);
             goto fail;
         }
-        pp_cmd_release(&sc->base);
+        ppy_cmd_release(&sc->base);
     }
     return (PyObject *)self;
 fail:
@@ -378,7 +378,7 @@ fail:
  * each is reaped, then closes the listeners.  Returns 0, 1 on timeout, or
  * -1 with an exception set (Ctrl-C). */
 static int
-server_shutdown(pp_server *self, long timeout_ns)
+server_shutdown(ppy_server *self, long timeout_ns)
 {
     int i;
     uint64_t start = pp_now_ns();
@@ -393,11 +393,11 @@ server_shutdown(pp_server *self, long timeout_ns)
                 continue;
             if ((cc = calloc(1, sizeof(*cc))) == NULL)
                 return PyErr_NoMemory(), -1;
-            pp_cmd_init(&cc->base, close_proc);
+            ppy_cmd_init(&cc->base, close_proc);
             cc->ws = self->ws[i];
             self->ws[i] = NULL;
-            (void)pp_cmd_post(self->lts[i], &cc->base);  /* gone: closed already */
-            pp_cmd_release(&cc->base);
+            (void)ppy_cmd_post(self->lts[i], &cc->base);  /* gone: closed already */
+            ppy_cmd_release(&cc->base);
         }
     }
     if (self->sh) {
@@ -410,7 +410,7 @@ server_shutdown(pp_server *self, long timeout_ns)
                     return 1;
                 left = timeout_ns - (long)spent;
             }
-            if (pp_wait_word(&self->sh->live, live, left) < 0)
+            if (ppy_wait_word(&self->sh->live, live, 0, left) < 0)
                 return -1;
         }
     }
@@ -427,7 +427,7 @@ server_shutdown(pp_server *self, long timeout_ns)
 }
 
 static PyObject *
-server_close(pp_server *self, PyObject *args)
+server_close(ppy_server *self, PyObject *args)
 {
     PyObject *timeout = Py_None;
     long timeout_ns = -1;
@@ -448,7 +448,7 @@ server_close(pp_server *self, PyObject *args)
 }
 
 static PyObject *
-server_stats(pp_server *self, PyObject *unused)
+server_stats(ppy_server *self, PyObject *unused)
 {
     uint64_t sum[6] = {0};       /* connections, accepted, closed, errors,
                                     bytes read, bytes written */
@@ -470,14 +470,14 @@ server_stats(pp_server *self, PyObject *unused)
             PyErr_NoMemory();
             goto done;
         }
-        pp_cmd_init(&sc->base, stats_proc);
+        ppy_cmd_init(&sc->base, stats_proc);
         sc->ws = self->ws[i];
-        if (pp_cmd_post(self->lts[i], &sc->base) < 0) {
-            pp_cmd_release(&sc->base);
+        if (ppy_cmd_post(self->lts[i], &sc->base) < 0) {
+            ppy_cmd_release(&sc->base);
             continue;            /* that worker has shut down */
         }
-        if (pp_cmd_wait(&sc->base) < 0) {
-            pp_cmd_release(&sc->base);
+        if (ppy_cmd_wait(&sc->base) < 0) {
+            ppy_cmd_release(&sc->base);
             goto done;
         }
         v[0] = sc->count;
@@ -486,7 +486,7 @@ server_stats(pp_server *self, PyObject *unused)
         v[3] = sc->errors;
         v[4] = sc->stats.bytes_read;
         v[5] = sc->stats.bytes_written;
-        pp_cmd_release(&sc->base);
+        ppy_cmd_release(&sc->base);
         w = Py_BuildValue("{sisKsK}", "worker", i,
                           "connections", (unsigned long long)v[0],
                           "accepted", (unsigned long long)v[1]);
@@ -517,7 +517,7 @@ done:
 }
 
 static PyObject *
-server_get_port(pp_server *self, void *c)
+server_get_port(ppy_server *self, void *c)
 {
     (void)c;
     if (self->port < 0)
@@ -526,14 +526,14 @@ server_get_port(pp_server *self, void *c)
 }
 
 static PyObject *
-server_get_closed(pp_server *self, void *c)
+server_get_closed(ppy_server *self, void *c)
 {
     (void)c;
     return PyBool_FromLong(self->closed != 0);
 }
 
 static int
-server_traverse(pp_server *self, visitproc visit, void *arg)
+server_traverse(ppy_server *self, visitproc visit, void *arg)
 {
     Py_VISIT(Py_TYPE(self));
     Py_VISIT(self->pool);
@@ -541,7 +541,7 @@ server_traverse(pp_server *self, visitproc visit, void *arg)
 }
 
 static void
-server_dealloc(pp_server *self)
+server_dealloc(ppy_server *self)
 {
     PyTypeObject *tp = Py_TYPE(self);
 
@@ -591,9 +591,9 @@ static PyType_Slot server_slots[] = {
     {0, NULL}
 };
 
-PyType_Spec pp_server_spec = {
+PyType_Spec ppy_server_spec = {
     .name = "pyparallel._pyparallel.ServerCore",
-    .basicsize = sizeof(pp_server),
+    .basicsize = sizeof(ppy_server),
     .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE,
     .slots = server_slots,
 };

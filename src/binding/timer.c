@@ -1,41 +1,41 @@
 /* timer.c -- pyparallel.timer(): callables run by a worker's loop on time.
  *
- * The main interpreter's Timer object and the loop thread's pp_wtimer share
+ * The main interpreter's Timer object and the loop thread's ppy_wtimer share
  * a small reference-counted record of counters.  Starting and cancelling
  * are commands; main waits for each, so that timer() reports a callable the
  * worker cannot import, and no call starts after cancel() has returned.
  */
-#include "pp_io.h"
+#include "ppy_io.h"
 
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
-typedef struct pp_timer_shared {
+typedef struct ppy_timer_shared {
     atomic_int refs;
     atomic_int active;
     atomic_ullong fired;
     atomic_ullong errors;
-    struct pp_wtimer *wt;        /* loop thread only */
-} pp_timer_shared;
+    struct ppy_wtimer *wt;        /* loop thread only */
+} ppy_timer_shared;
 
 static void
-tshared_release(pp_timer_shared *sh)
+tshared_release(ppy_timer_shared *sh)
 {
     if (atomic_fetch_sub(&sh->refs, 1) == 1)
         free(sh);
 }
 
-typedef struct pp_wtimer {
+typedef struct ppy_wtimer {
     pp_timer timer;
-    pp_lthread *lt;
-    pp_timer_shared *sh;
+    ppy_lthread *lt;
+    ppy_timer_shared *sh;
     PyObject *fn, *args, *kwargs;
     pp_link link;                /* in lt->timers */
-} pp_wtimer;
+} ppy_wtimer;
 
 static void
-wtimer_free(pp_wtimer *wt)
+wtimer_free(ppy_wtimer *wt)
 {
     pp_timer_stop(wt->lt->loop, &wt->timer);
     pp_link_remove(&wt->link);
@@ -51,7 +51,7 @@ wtimer_free(pp_wtimer *wt)
 static void
 wtimer_fire(pp_loop *loop, pp_timer *timer)
 {
-    pp_wtimer *wt = timer->data;
+    ppy_wtimer *wt = timer->data;
     PyObject *r;
 
     (void)loop;
@@ -68,7 +68,7 @@ wtimer_fire(pp_loop *loop, pp_timer *timer)
         Py_XDECREF(name);
         atomic_fetch_add(&wt->sh->errors, 1);
         PyErr_SetRaisedException(exc);
-        pp_lthread_log_error(wt->lt, what, NULL);
+        ppy_lthread_log_error(wt->lt, what, NULL);
     }
     Py_XDECREF(r);
     /* A one-shot timer is done; a periodic one was re-armed by the loop. */
@@ -77,44 +77,44 @@ wtimer_fire(pp_loop *loop, pp_timer *timer)
 }
 
 void
-pp_timer_close_all(pp_lthread *lt)
+ppy_timer_close_all(ppy_lthread *lt)
 {
     while (!pp_link_empty(&lt->timers))
-        wtimer_free(pp_container_of(lt->timers.next, pp_wtimer, link));
+        wtimer_free(pp_container_of(lt->timers.next, ppy_wtimer, link));
 }
 
 typedef struct {
-    pp_cmd base;
-    pp_timer_shared *sh;
+    ppy_cmd base;
+    ppy_timer_shared *sh;
     int64_t fn_id;               /* -2: the callable is pickled in `in` */
     pp_buf in;
     uint64_t delay_ns, period_ns;
 } start_cmd;
 
 static void
-start_free(pp_cmd *cmd)
+start_free(ppy_cmd *cmd)
 {
     pp_buf_free(&((start_cmd *)cmd)->in);
     free(cmd);
 }
 
 static void
-start_proc(pp_lthread *lt, pp_cmd *cmd)
+start_proc(ppy_lthread *lt, ppy_cmd *cmd)
 {
     start_cmd *sc = (start_cmd *)cmd;
     pp_reader rd = {sc->in.data, sc->in.data + sc->in.len};
-    pp_wtimer *wt = calloc(1, sizeof(*wt));
+    ppy_wtimer *wt = calloc(1, sizeof(*wt));
 
     if (wt == NULL) {
         cmd->rc = -ENOMEM;
         return;
     }
     wt->lt = lt;
-    wt->fn = sc->fn_id >= 0 ? pp_worker_callable(lt->worker, (uint32_t)sc->fn_id)
-                            : pp_decode(lt->st, &rd);
-    if (wt->fn == NULL || (wt->args = pp_decode(lt->st, &rd)) == NULL ||
-        (wt->kwargs = pp_decode(lt->st, &rd)) == NULL) {
-        cmd->error = pp_exception_text();
+    wt->fn = sc->fn_id >= 0 ? ppy_worker_callable(lt->worker, (uint32_t)sc->fn_id)
+                            : ppy_decode(lt->st, &rd);
+    if (wt->fn == NULL || (wt->args = ppy_decode(lt->st, &rd)) == NULL ||
+        (wt->kwargs = ppy_decode(lt->st, &rd)) == NULL) {
+        cmd->error = ppy_exception_text();
         Py_CLEAR(wt->fn);
         Py_CLEAR(wt->args);
         free(wt);
@@ -136,12 +136,12 @@ start_proc(pp_lthread *lt, pp_cmd *cmd)
 }
 
 typedef struct {
-    pp_cmd base;
-    pp_timer_shared *sh;
+    ppy_cmd base;
+    ppy_timer_shared *sh;
 } cancel_cmd;
 
 static void
-cancel_proc(pp_lthread *lt, pp_cmd *cmd)
+cancel_proc(ppy_lthread *lt, ppy_cmd *cmd)
 {
     cancel_cmd *cc = (cancel_cmd *)cmd;
 
@@ -151,7 +151,7 @@ cancel_proc(pp_lthread *lt, pp_cmd *cmd)
 }
 
 static void
-cancel_free(pp_cmd *cmd)
+cancel_free(ppy_cmd *cmd)
 {
     tshared_release(((cancel_cmd *)cmd)->sh);
     free(cmd);
@@ -161,11 +161,11 @@ cancel_free(pp_cmd *cmd)
 
 typedef struct {
     PyObject_HEAD
-    pp_lthread *lt;
-    pp_timer_shared *sh;
+    ppy_lthread *lt;
+    ppy_timer_shared *sh;
     PyObject *pool;
     int worker;
-} pp_timer_obj;
+} ppy_timer_obj;
 
 /* Timer(pool, worker, delay, period, fn, args, kwargs) */
 static PyObject *
@@ -173,11 +173,11 @@ timer_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 {
     static char *kwlist[] = {"pool", "worker", "delay", "period", "fn", "args",
                              "kwargs", NULL};
-    pp_state *st = PyType_GetModuleState(type);
+    ppy_state *st = PyType_GetModuleState(type);
     PyObject *pool, *fn, *fargs, *fkwargs;
     double delay, period;
     int worker;
-    pp_timer_obj *self;
+    ppy_timer_obj *self;
     start_cmd *sc;
 
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OiddOO!O:Timer", kwlist,
@@ -189,12 +189,12 @@ timer_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
                         "delay must be >= 0 seconds and period > 0 (or None)");
         return NULL;
     }
-    self = (pp_timer_obj *)type->tp_alloc(type, 0);
+    self = (ppy_timer_obj *)type->tp_alloc(type, 0);
     if (self == NULL)
         return NULL;
     self->pool = Py_NewRef(pool);
     self->worker = worker;
-    if ((self->lt = pp_pool_lthread(pool, worker)) == NULL)
+    if ((self->lt = ppy_pool_lthread(pool, worker)) == NULL)
         goto fail;
     if ((self->sh = calloc(1, sizeof(*self->sh))) == NULL ||
         (sc = calloc(1, sizeof(*sc))) == NULL) {
@@ -202,32 +202,32 @@ timer_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
         goto fail;
     }
     atomic_init(&self->sh->refs, 1);
-    pp_cmd_init(&sc->base, start_proc);
+    ppy_cmd_init(&sc->base, start_proc);
     sc->base.free = start_free;
     sc->sh = self->sh;
     sc->delay_ns = (uint64_t)(delay * 1e9);
     sc->period_ns = (uint64_t)(period * 1e9);
-    if ((sc->fn_id = pp_pool_fn_id(pool, fn)) == -1 ||
-        (sc->fn_id == -2 && pp_encode(st, fn, &sc->in, "the callable") < 0) ||
-        pp_encode_call(st, fn, fargs, fkwargs, &sc->in) < 0 ||
-        pp_cmd_call(self->lt, &sc->base) < 0) {
-        pp_cmd_release(&sc->base);
+    if ((sc->fn_id = ppy_pool_fn_id(pool, fn)) == -1 ||
+        (sc->fn_id == -2 && ppy_encode(st, fn, &sc->in, "the callable") < 0) ||
+        ppy_encode_call(st, fn, fargs, fkwargs, &sc->in) < 0 ||
+        ppy_cmd_call(self->lt, &sc->base) < 0) {
+        ppy_cmd_release(&sc->base);
         goto fail;
     }
     if (sc->base.error) {
         PyErr_Format(PyExc_RuntimeError,
                      "worker %d could not set up the timer's call:\n%s",
                      worker, sc->base.error);
-        pp_cmd_release(&sc->base);
+        ppy_cmd_release(&sc->base);
         goto fail;
     }
     if (sc->base.rc < 0) {
         errno = -sc->base.rc;
         PyErr_SetFromErrno(PyExc_OSError);
-        pp_cmd_release(&sc->base);
+        ppy_cmd_release(&sc->base);
         goto fail;
     }
-    pp_cmd_release(&sc->base);
+    ppy_cmd_release(&sc->base);
     return (PyObject *)self;
 fail:
     Py_DECREF(self);
@@ -235,7 +235,7 @@ fail:
 }
 
 static PyObject *
-timer_cancel(pp_timer_obj *self, PyObject *unused)
+timer_cancel(ppy_timer_obj *self, PyObject *unused)
 {
     cancel_cmd *cc;
     int rc;
@@ -245,48 +245,48 @@ timer_cancel(pp_timer_obj *self, PyObject *unused)
         Py_RETURN_NONE;
     if ((cc = calloc(1, sizeof(*cc))) == NULL)
         return PyErr_NoMemory();
-    pp_cmd_init(&cc->base, cancel_proc);
+    ppy_cmd_init(&cc->base, cancel_proc);
     cc->base.free = cancel_free;
     cc->sh = self->sh;
     atomic_fetch_add(&self->sh->refs, 1);
     /* A loop thread already gone has cancelled every timer itself. */
-    rc = pp_cmd_post(self->lt, &cc->base) == 0 ? pp_cmd_wait(&cc->base) : 0;
-    pp_cmd_release(&cc->base);
+    rc = ppy_cmd_post(self->lt, &cc->base) == 0 ? ppy_cmd_wait(&cc->base) : 0;
+    ppy_cmd_release(&cc->base);
     if (rc < 0)
         return NULL;
     Py_RETURN_NONE;
 }
 
 static PyObject *
-timer_get_active(pp_timer_obj *self, void *c)
+timer_get_active(ppy_timer_obj *self, void *c)
 {
     (void)c;
     return PyBool_FromLong(self->sh && atomic_load(&self->sh->active));
 }
 
 static PyObject *
-timer_get_fired(pp_timer_obj *self, void *c)
+timer_get_fired(ppy_timer_obj *self, void *c)
 {
     (void)c;
     return PyLong_FromUnsignedLongLong(self->sh ? atomic_load(&self->sh->fired) : 0);
 }
 
 static PyObject *
-timer_get_errors(pp_timer_obj *self, void *c)
+timer_get_errors(ppy_timer_obj *self, void *c)
 {
     (void)c;
     return PyLong_FromUnsignedLongLong(self->sh ? atomic_load(&self->sh->errors) : 0);
 }
 
 static PyObject *
-timer_get_worker(pp_timer_obj *self, void *c)
+timer_get_worker(ppy_timer_obj *self, void *c)
 {
     (void)c;
     return PyLong_FromLong(self->worker);
 }
 
 static int
-timer_traverse(pp_timer_obj *self, visitproc visit, void *arg)
+timer_traverse(ppy_timer_obj *self, visitproc visit, void *arg)
 {
     Py_VISIT(Py_TYPE(self));
     Py_VISIT(self->pool);
@@ -294,7 +294,7 @@ timer_traverse(pp_timer_obj *self, visitproc visit, void *arg)
 }
 
 static void
-timer_dealloc(pp_timer_obj *self)
+timer_dealloc(ppy_timer_obj *self)
 {
     PyTypeObject *tp = Py_TYPE(self);
 
@@ -334,9 +334,9 @@ static PyType_Slot timer_slots[] = {
     {0, NULL}
 };
 
-PyType_Spec pp_timer_spec = {
+PyType_Spec ppy_timer_spec = {
     .name = "pyparallel._pyparallel.Timer",
-    .basicsize = sizeof(pp_timer_obj),
+    .basicsize = sizeof(ppy_timer_obj),
     .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE,
     .slots = timer_slots,
 };

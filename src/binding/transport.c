@@ -3,13 +3,13 @@
  *
  * It is a thin handle on the engine's pp_conn: writes queue into the
  * connection's output (copied when small, referenced when big: a bytes
- * object of PP_WRITE_REF_MIN bytes or more is kept alive until the kernel
+ * object of PPY_WRITE_REF_MIN bytes or more is kept alive until the kernel
  * has it, with no copy), sendfile() queues a file range, and the rest maps
  * one to one onto pp_conn calls.  Once the connection has closed the
  * handle is detached and every method but is_closing() and
  * get_extra_info() raises BrokenPipeError.
  */
-#include "pp_io.h"
+#include "ppy_io.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -18,19 +18,19 @@
 #include <unistd.h>
 
 /* Bytes objects at least this big are sent without copying. */
-#define PP_WRITE_REF_MIN 4096
+#define PPY_WRITE_REF_MIN 4096
 
 typedef struct {
     PyObject_HEAD
-    pp_lthread *lt;
-    pp_pconn *pc;                /* NULL once the connection has closed */
+    ppy_lthread *lt;
+    ppy_pconn *pc;                /* NULL once the connection has closed */
     PyObject *shared;
-} pp_transport;
+} ppy_transport;
 
 PyObject *
-pp_transport_new(pp_lthread *lt, pp_pconn *pc, PyObject *shared)
+ppy_transport_new(ppy_lthread *lt, ppy_pconn *pc, PyObject *shared)
 {
-    pp_transport *t = PyObject_New(pp_transport, lt->st->transport_type);
+    ppy_transport *t = PyObject_New(ppy_transport, lt->st->transport_type);
 
     if (t == NULL)
         return NULL;
@@ -41,13 +41,13 @@ pp_transport_new(pp_lthread *lt, pp_pconn *pc, PyObject *shared)
 }
 
 void
-pp_transport_detach(PyObject *transport)
+ppy_transport_detach(PyObject *transport)
 {
-    ((pp_transport *)transport)->pc = NULL;
+    ((ppy_transport *)transport)->pc = NULL;
 }
 
 static pp_conn *
-live_conn(pp_transport *t)
+live_conn(ppy_transport *t)
 {
     if (t->pc == NULL || t->pc->c == NULL) {
         PyErr_SetString(PyExc_BrokenPipeError,
@@ -95,7 +95,7 @@ send_one(pp_conn *c, PyObject *v)
         n = PyBytes_GET_SIZE(v);
         if (n == 0)
             return 0;
-        if (n >= PP_WRITE_REF_MIN) {
+        if (n >= PPY_WRITE_REF_MIN) {
             rc = pp_conn_write_ref(c, PyBytes_AS_STRING(v), (size_t)n,
                                    release_ref, Py_NewRef(v));
             if (rc < 0)
@@ -130,9 +130,9 @@ send_one(pp_conn *c, PyObject *v)
 }
 
 int
-pp_transport_send_value(PyObject *transport, PyObject *value)
+ppy_transport_send_value(PyObject *transport, PyObject *value)
 {
-    pp_transport *t = (pp_transport *)transport;
+    ppy_transport *t = (ppy_transport *)transport;
     pp_conn *c;
     Py_ssize_t i;
     int any = 0, rc;
@@ -162,7 +162,7 @@ pp_transport_send_value(PyObject *transport, PyObject *value)
 /* ---- methods ---------------------------------------------------------------- */
 
 static PyObject *
-tr_write(pp_transport *t, PyObject *data)
+tr_write(ppy_transport *t, PyObject *data)
 {
     pp_conn *c = live_conn(t);
 
@@ -172,7 +172,7 @@ tr_write(pp_transport *t, PyObject *data)
 }
 
 static PyObject *
-tr_writelines(pp_transport *t, PyObject *iterable)
+tr_writelines(ppy_transport *t, PyObject *iterable)
 {
     pp_conn *c = live_conn(t);
     PyObject *it, *item;
@@ -205,7 +205,7 @@ get_bytes(PyObject *o, Py_buffer *view, const char *name)
 }
 
 static PyObject *
-tr_sendfile(pp_transport *t, PyObject *args, PyObject *kwargs)
+tr_sendfile(ppy_transport *t, PyObject *args, PyObject *kwargs)
 {
     static char *kwlist[] = {"path", "offset", "count", "before", "after", NULL};
     PyObject *path_obj = NULL, *count_obj = Py_None;
@@ -280,7 +280,7 @@ done:
 }
 
 static PyObject *
-tr_close(pp_transport *t, PyObject *unused)
+tr_close(ppy_transport *t, PyObject *unused)
 {
     (void)unused;
     if (t->pc && t->pc->c)
@@ -289,7 +289,7 @@ tr_close(pp_transport *t, PyObject *unused)
 }
 
 static PyObject *
-tr_abort(pp_transport *t, PyObject *unused)
+tr_abort(ppy_transport *t, PyObject *unused)
 {
     (void)unused;
     if (t->pc && t->pc->c)
@@ -298,7 +298,7 @@ tr_abort(pp_transport *t, PyObject *unused)
 }
 
 static PyObject *
-tr_write_eof(pp_transport *t, PyObject *unused)
+tr_write_eof(ppy_transport *t, PyObject *unused)
 {
     pp_conn *c = live_conn(t);
 
@@ -309,7 +309,7 @@ tr_write_eof(pp_transport *t, PyObject *unused)
 }
 
 static PyObject *
-tr_pause_reading(pp_transport *t, PyObject *unused)
+tr_pause_reading(ppy_transport *t, PyObject *unused)
 {
     pp_conn *c = live_conn(t);
 
@@ -321,7 +321,7 @@ tr_pause_reading(pp_transport *t, PyObject *unused)
 }
 
 static PyObject *
-tr_resume_reading(pp_transport *t, PyObject *unused)
+tr_resume_reading(ppy_transport *t, PyObject *unused)
 {
     pp_conn *c = live_conn(t);
 
@@ -333,7 +333,7 @@ tr_resume_reading(pp_transport *t, PyObject *unused)
 }
 
 static PyObject *
-tr_is_closing(pp_transport *t, PyObject *unused)
+tr_is_closing(ppy_transport *t, PyObject *unused)
 {
     (void)unused;
     return PyBool_FromLong(t->pc == NULL || t->pc->c == NULL ||
@@ -341,7 +341,7 @@ tr_is_closing(pp_transport *t, PyObject *unused)
 }
 
 static PyObject *
-tr_get_write_buffer_size(pp_transport *t, PyObject *unused)
+tr_get_write_buffer_size(ppy_transport *t, PyObject *unused)
 {
     (void)unused;
     if (t->pc == NULL || t->pc->c == NULL)
@@ -366,7 +366,7 @@ address(int fd, int peer)
 }
 
 static PyObject *
-tr_get_extra_info(pp_transport *t, PyObject *args, PyObject *kwargs)
+tr_get_extra_info(ppy_transport *t, PyObject *args, PyObject *kwargs)
 {
     static char *kwlist[] = {"name", "default", NULL};
     const char *name;
@@ -395,7 +395,7 @@ tr_get_extra_info(pp_transport *t, PyObject *args, PyObject *kwargs)
 }
 
 static PyObject *
-tr_reduce(pp_transport *t, PyObject *unused)
+tr_reduce(ppy_transport *t, PyObject *unused)
 {
     (void)t; (void)unused;
     PyErr_SetString(PyExc_TypeError,
@@ -405,21 +405,21 @@ tr_reduce(pp_transport *t, PyObject *unused)
 }
 
 static PyObject *
-tr_get_shared(pp_transport *t, void *c)
+tr_get_shared(ppy_transport *t, void *c)
 {
     (void)c;
     return Py_NewRef(t->shared);
 }
 
 static PyObject *
-tr_get_worker_id(pp_transport *t, void *c)
+tr_get_worker_id(ppy_transport *t, void *c)
 {
     (void)c;
     return PyLong_FromLong(t->lt->index);
 }
 
 static PyObject *
-tr_repr(pp_transport *t)
+tr_repr(ppy_transport *t)
 {
     int fd = (t->pc && t->pc->c) ? pp_conn_fd(t->pc->c) : -1;
 
@@ -431,7 +431,7 @@ tr_repr(pp_transport *t)
 }
 
 static void
-tr_dealloc(pp_transport *t)
+tr_dealloc(ppy_transport *t)
 {
     PyTypeObject *tp = Py_TYPE(t);
 
@@ -485,9 +485,9 @@ static PyType_Slot tr_slots[] = {
     {0, NULL}
 };
 
-PyType_Spec pp_transport_spec = {
+PyType_Spec ppy_transport_spec = {
     .name = "pyparallel._pyparallel.Transport",
-    .basicsize = sizeof(pp_transport),
+    .basicsize = sizeof(ppy_transport),
     .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_IMMUTABLETYPE |
              Py_TPFLAGS_DISALLOW_INSTANTIATION,
     .slots = tr_slots,

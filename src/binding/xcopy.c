@@ -12,7 +12,7 @@
  * unsigned LEB128 varints; fixed-width numbers are in native byte order
  * (both ends are the same process).
  */
-#include "pp_binding.h"
+#include "ppy_binding.h"
 
 #include <string.h>
 
@@ -73,7 +73,7 @@ put_tagged_bytes(pp_buf *b, int tag, const void *p, size_t n)
 }
 
 static int
-load_pickle(pp_state *st)
+load_pickle(ppy_state *st)
 {
     PyObject *mod;
 
@@ -97,9 +97,9 @@ load_pickle(pp_state *st)
 }
 
 typedef struct {
-    pp_state *st;
+    ppy_state *st;
     pp_buf *out;
-    pp_path path;
+    ppy_path path;
 } enc_ctx;
 
 static int enc(enc_ctx *c, PyObject *o, int depth);
@@ -123,7 +123,7 @@ enc_pickle(enc_ctx *c, PyObject *o)
                                         c->st->pickle_protocol, NULL);
     if (data == NULL) {
         exc = PyErr_GetRaisedException();
-        PyErr_Format(pp_exc(c->st->TransferError, PyExc_TypeError),
+        PyErr_Format(ppy_exc(c->st->TransferError, PyExc_TypeError),
                      "cannot send an instance of %s to another interpreter: "
                      "pyparallel copies builtin values and passes frozen "
                      "ones by pointer; anything else must pickle, and this "
@@ -162,7 +162,7 @@ enc_items(enc_ctx *c, int tag, PyObject *o, int depth)
         if (rc < 0) {
             PyObject *idx = PyLong_FromSsize_t(i);
             if (idx) {
-                pp_path_push(&c->path, '[', idx);
+                ppy_path_push(&c->path, '[', idx);
                 Py_DECREF(idx);
             }
             return -1;
@@ -189,7 +189,7 @@ enc_dict(enc_ctx *c, PyObject *o, int depth)
         PyObject *kv = PyList_GET_ITEM(items, i);
         if (enc(c, PyTuple_GET_ITEM(kv, 0), depth + 1) < 0 ||
             enc(c, PyTuple_GET_ITEM(kv, 1), depth + 1) < 0) {
-            pp_path_push(&c->path, '[', PyTuple_GET_ITEM(kv, 0));
+            ppy_path_push(&c->path, '[', PyTuple_GET_ITEM(kv, 0));
             Py_DECREF(items);
             return -1;
         }
@@ -204,7 +204,7 @@ enc(enc_ctx *c, PyObject *o, int depth)
     PyTypeObject *t = Py_TYPE(o);
     pp_buf *b = c->out;
 
-    if (pp_is_frozen(o)) {
+    if (ppy_is_frozen(o)) {
         if (pp_buf_put_u8(b, T_FROZEN) < 0 || pp_buf_put(b, &o, sizeof o) < 0)
             return no_memory();
         return 0;
@@ -215,10 +215,10 @@ enc(enc_ctx *c, PyObject *o, int depth)
         return pp_buf_put_u8(b, T_TRUE) < 0 ? no_memory() : 0;
     if (o == Py_False)
         return pp_buf_put_u8(b, T_FALSE) < 0 ? no_memory() : 0;
-    if (depth > PP_MAX_DEPTH) {
-        PyErr_Format(pp_exc(c->st->TransferError, PyExc_TypeError),
+    if (depth > PPY_MAX_DEPTH) {
+        PyErr_Format(ppy_exc(c->st->TransferError, PyExc_TypeError),
                      "value is nested more than %d levels deep (or contains "
-                     "a reference cycle)", PP_MAX_DEPTH);
+                     "a reference cycle)", PPY_MAX_DEPTH);
         return -1;
     }
     if (t == &PyLong_Type) {
@@ -299,14 +299,14 @@ enc(enc_ctx *c, PyObject *o, int depth)
 }
 
 int
-pp_encode(pp_state *st, PyObject *obj, pp_buf *out, const char *root)
+ppy_encode(ppy_state *st, PyObject *obj, pp_buf *out, const char *root)
 {
     enc_ctx c = {st, out, {NULL}};
     int rc = enc(&c, obj, 0);
 
     if (rc < 0)
-        pp_path_reraise(&c.path, root, pp_exc(st->TransferError, PyExc_TypeError));
-    pp_path_clear(&c.path);
+        ppy_path_reraise(&c.path, root, ppy_exc(st->TransferError, PyExc_TypeError));
+    ppy_path_clear(&c.path);
     return rc;
 }
 
@@ -321,7 +321,7 @@ corrupt(void)
 }
 
 static PyObject *
-dec_items(pp_state *st, pp_reader *r, int tag)
+dec_items(ppy_state *st, pp_reader *r, int tag)
 {
     uint64_t n;
     Py_ssize_t i;
@@ -333,7 +333,7 @@ dec_items(pp_state *st, pp_reader *r, int tag)
         if ((res = PyTuple_New((Py_ssize_t)n)) == NULL)
             return NULL;
         for (i = 0; i < (Py_ssize_t)n; i++) {
-            if ((item = pp_decode(st, r)) == NULL) {
+            if ((item = ppy_decode(st, r)) == NULL) {
                 Py_DECREF(res);
                 return NULL;
             }
@@ -348,7 +348,7 @@ dec_items(pp_state *st, pp_reader *r, int tag)
     if ((res = PyList_New((Py_ssize_t)n)) == NULL)
         return NULL;
     for (i = 0; i < (Py_ssize_t)n; i++) {
-        if ((item = pp_decode(st, r)) == NULL) {
+        if ((item = ppy_decode(st, r)) == NULL) {
             Py_DECREF(res);
             return NULL;
         }
@@ -358,7 +358,7 @@ dec_items(pp_state *st, pp_reader *r, int tag)
 }
 
 static PyObject *
-dec_dict(pp_state *st, pp_reader *r)
+dec_dict(ppy_state *st, pp_reader *r)
 {
     uint64_t n, i;
     PyObject *res, *k, *v;
@@ -368,8 +368,8 @@ dec_dict(pp_state *st, pp_reader *r)
     if ((res = _PyDict_NewPresized((Py_ssize_t)n)) == NULL)
         return NULL;
     for (i = 0; i < n; i++) {
-        k = pp_decode(st, r);
-        v = k ? pp_decode(st, r) : NULL;
+        k = ppy_decode(st, r);
+        v = k ? ppy_decode(st, r) : NULL;
         if (v == NULL || PyDict_SetItem(res, k, v) < 0) {
             Py_XDECREF(k);
             Py_XDECREF(v);
@@ -383,7 +383,7 @@ dec_dict(pp_state *st, pp_reader *r)
 }
 
 PyObject *
-pp_decode(pp_state *st, pp_reader *r)
+ppy_decode(ppy_state *st, pp_reader *r)
 {
     unsigned char tag;
     uint64_t n;
@@ -457,7 +457,7 @@ pp_decode(pp_state *st, pp_reader *r)
         return dec_dict(st, r);
     case T_FROZEN: {
         PyObject *o;
-        if (pp_read(r, &o, sizeof o) < 0 || !pp_is_frozen(o))
+        if (pp_read(r, &o, sizeof o) < 0 || !ppy_is_frozen(o))
             return corrupt();
         return Py_NewRef(o);
     }
@@ -480,7 +480,7 @@ pp_decode(pp_state *st, pp_reader *r)
 }
 
 int
-pp_encode_call(pp_state *st, PyObject *fn, PyObject *args, PyObject *kwargs,
+ppy_encode_call(ppy_state *st, PyObject *fn, PyObject *args, PyObject *kwargs,
                pp_buf *out)
 {
     Py_ssize_t i, n = PyTuple_GET_SIZE(args), pos = 0;
@@ -505,7 +505,7 @@ pp_encode_call(pp_state *st, PyObject *fn, PyObject *args, PyObject *kwargs,
         rc = no_memory();
     for (i = 0; rc == 0 && i < n; i++) {
         snprintf(root, sizeof root, "argument %zd of %.150s()", i, qn);
-        rc = pp_encode(st, PyTuple_GET_ITEM(args, i), out, root);
+        rc = ppy_encode(st, PyTuple_GET_ITEM(args, i), out, root);
     }
     if (rc == 0 && (kwargs == NULL || kwargs == Py_None ||
                     PyDict_GET_SIZE(kwargs) == 0)) {
@@ -521,9 +521,9 @@ pp_encode_call(pp_state *st, PyObject *fn, PyObject *args, PyObject *kwargs,
                 k = "?";
             }
             snprintf(root, sizeof root, "argument %.40s= of %.150s()", k, qn);
-            rc = pp_encode(st, key, out, root);
+            rc = ppy_encode(st, key, out, root);
             if (rc == 0)
-                rc = pp_encode(st, value, out, root);
+                rc = ppy_encode(st, value, out, root);
         }
     }
     Py_DECREF(name);

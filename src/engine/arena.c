@@ -1,7 +1,10 @@
 /* arena.c -- see pp_arena.h.
  *
- * Each chunk is one mmap.  A block carries a 16-byte header holding its size
- * so that a realloc hook can copy it. */
+ * A chunk comes from one of three places: a reserved region (pp_region,
+ * for the freeze arenas that are write-protected later), a chunk cache
+ * (pp_chunk_cache: sub-page chunks carved from 64 KiB slabs, reused across
+ * connections), or its own mmap.  A block carries a 16-byte header holding
+ * its size so that a realloc hook can copy it. */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif

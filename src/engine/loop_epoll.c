@@ -1,7 +1,8 @@
 /* loop_epoll.c -- the epoll poller, included by loop.c (not compiled alone).
  *
- * A poller defines its state struct and a pp_poller_ops table of the seven
- * hooks below; the rest of the loop knows nothing about epoll.  Every fd is added
+ * A poller defines its state struct and a pp_poller_ops table (create,
+ * free, add, mod, del, wait); the rest of the loop knows nothing about
+ * epoll.  Every fd is added
  * edge-triggered with the pp_io itself in data.ptr, so there is no
  * fd-indexed table to size or grow.
  */

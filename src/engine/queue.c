@@ -104,7 +104,7 @@ unlink_all(pp_queue *q)
     return chain;
 }
 
-/* Spins until the queue is non-empty or closed, for at most spin_ns. */
+/* Claims one of the queue's spinning slots (see pp_queue.h). */
 int
 pp_queue_claim_spin(pp_queue *q)
 {

@@ -1,4 +1,4 @@
-/* pp_io.h -- the binding's parallel I/O layer: loop threads, protocols,
+/* ppy_io.h -- the binding's parallel I/O layer: loop threads, protocols,
  * servers, clients and timers (see docs/io.md for the Python face).
  *
  * Every worker interpreter gets, on first use, a *loop thread*: an OS thread
@@ -8,17 +8,17 @@
  * nothing per event for the GIL, and the worker's task thread can run
  * whenever the loop waits.
  *
- * Other threads talk to a loop thread with commands: a pp_cmd is queued
+ * Other threads talk to a loop thread with commands: a ppy_cmd is queued
  * under a mutex and the loop's pp_async is sent; the loop thread runs the
  * command's proc with its GIL held.  A command is reference-counted (the
  * poster and the loop thread each hold one), so a caller interrupted by
  * Ctrl-C while it waits can leave without freeing memory the loop thread
  * still uses.
  */
-#ifndef PP_IO_H
-#define PP_IO_H
+#ifndef PPY_IO_H
+#define PPY_IO_H
 
-#include "pp_binding.h"
+#include "ppy_binding.h"
 #include "pp_conn.h"
 #include "pp_loop.h"
 #include "pp_net.h"
@@ -28,18 +28,18 @@
 
 #include <pthread.h>
 
-struct pp_worker;
-typedef struct pp_lthread pp_lthread;
-typedef struct pp_cmd pp_cmd;
+struct ppy_worker;
+typedef struct ppy_lthread ppy_lthread;
+typedef struct ppy_cmd ppy_cmd;
 
 /* ---- commands ---------------------------------------------------------- */
 
-typedef void (*pp_cmd_proc)(pp_lthread *lt, pp_cmd *cmd);
+typedef void (*ppy_cmd_proc)(ppy_lthread *lt, ppy_cmd *cmd);
 
-struct pp_cmd {
-    pp_cmd *next;
-    pp_cmd_proc proc;        /* loop thread, worker GIL held */
-    void (*free)(pp_cmd *);  /* frees the whole command (NULL: free()) */
+struct ppy_cmd {
+    ppy_cmd *next;
+    ppy_cmd_proc proc;        /* loop thread, worker GIL held */
+    void (*free)(ppy_cmd *);  /* frees the whole command (NULL: free()) */
     atomic_int refs;
     pp_word done;            /* 0, then 1 once proc has run (or the post
                                 failed) */
@@ -48,38 +48,38 @@ struct pp_cmd {
 };
 
 /* Initialises a command of a bigger struct; refs = 1 (the caller's). */
-void pp_cmd_init(pp_cmd *cmd, pp_cmd_proc proc);
+void ppy_cmd_init(ppy_cmd *cmd, ppy_cmd_proc proc);
 /* Drops one reference; the last frees it. */
-void pp_cmd_release(pp_cmd *cmd);
+void ppy_cmd_release(ppy_cmd *cmd);
 
 /* Queues cmd for the loop thread (taking a reference for it).  Any thread.
  * Returns 0, or -1 when the loop thread has stopped (proc will never run). */
-int pp_cmd_post(pp_lthread *lt, pp_cmd *cmd);
+int ppy_cmd_post(ppy_lthread *lt, ppy_cmd *cmd);
 
 /* Posts cmd and waits for it with the GIL released, in slices that let
  * Ctrl-C through.  Main interpreter.  Returns 0 (see cmd->rc), or -1 with
  * an exception set: RuntimeError when the loop thread is gone, or the
  * signal handler's exception.  The caller releases cmd either way. */
-int pp_cmd_call(pp_lthread *lt, pp_cmd *cmd);
+int ppy_cmd_call(ppy_lthread *lt, ppy_cmd *cmd);
 
-/* Waits for a posted cmd as pp_cmd_call() does.  Returns 0, or -1 with the
+/* Waits for a posted cmd as ppy_cmd_call() does.  Returns 0, or -1 with the
  * signal handler's exception set. */
-int pp_cmd_wait(pp_cmd *cmd);
+int ppy_cmd_wait(ppy_cmd *cmd);
 
 /* ---- loop threads (lthread.c) ------------------------------------------ */
 
-struct pp_lthread {
+struct ppy_lthread {
     int index;                   /* the worker's */
-    struct pp_worker *worker;
+    struct ppy_worker *worker;
     PyInterpreterState *interp;
-    pp_state *st;                /* the worker interpreter's module state */
+    ppy_state *st;                /* the worker interpreter's module state */
     PyThreadState *ts;
     PyThreadState *saved;        /* while the poll blocks */
     pp_thread thread;
     pp_loop *loop;
     pp_async async;
     pthread_mutex_t mu;          /* guards the queue and stopped */
-    pp_cmd *head, *tail;
+    ppy_cmd *head, *tail;
     int stopped;                 /* no more commands */
     pp_word started;             /* 1: running, 2: failed to start */
     /* Loop thread only. */
@@ -93,71 +93,66 @@ struct pp_lthread {
 /* Starts the loop thread of a worker and waits until it runs.  Main GIL
  * held.  Returns it -- check lt->started: 1 running, 2 failed to start (it
  * printed why) -- or NULL with an exception set. */
-pp_lthread *pp_lthread_start(struct pp_worker *w, int index,
-                             PyInterpreterState *interp, pp_state *st);
+ppy_lthread *ppy_lthread_start(struct ppy_worker *w, int index,
+                             PyInterpreterState *interp, ppy_state *st);
 
 /* Stops the loop thread, which closes every server connection, client and
  * timer it holds (connection_lost runs for each), and waits for it to end.
  * Called by the worker thread, holding no GIL, before it ends its
  * interpreter.  The struct stays valid -- commands posted later fail
- * cleanly -- until pp_lthread_free(), which the pool's deallocator calls:
+ * cleanly -- until ppy_lthread_free(), which the pool's deallocator calls:
  * Server and Timer objects hold the pool, so they never see it freed. */
-void pp_lthread_stop_join(pp_lthread *lt);
-void pp_lthread_free(pp_lthread *lt);
+void ppy_lthread_stop_join(ppy_lthread *lt);
+void ppy_lthread_free(ppy_lthread *lt);
 
 /* Loop thread teardown: timer.c cancels every timer of the loop;
  * client.c frees the client connection group once it is empty. */
-void pp_timer_close_all(pp_lthread *lt);
-void pp_client_fini(pp_lthread *lt);
+void ppy_timer_close_all(ppy_lthread *lt);
+void ppy_client_fini(ppy_lthread *lt);
 
 /* Logs the pending exception through pyparallel's logger (clearing it):
  * "what" names where it came from.  Loop thread. */
-void pp_lthread_log_error(pp_lthread *lt, const char *what, PyObject *about);
+void ppy_lthread_log_error(ppy_lthread *lt, const char *what, PyObject *about);
 
 /* ---- pool hooks the I/O layer uses (pool.c) ---------------------------- */
 
-int pp_pool_nworkers(PyObject *pool);
+int ppy_pool_nworkers(PyObject *pool);
 /* The loop thread of worker i, started on first use.  Main GIL held.
  * Borrowed; NULL with an exception set. */
-pp_lthread *pp_pool_lthread(PyObject *pool, int i);
+ppy_lthread *ppy_pool_lthread(PyObject *pool, int i);
 /* fn's id in the pool's table of callables (as for submit), or -2 when it
  * must travel pickled, or -1 with an exception set. */
-int64_t pp_pool_fn_id(PyObject *pool, PyObject *fn);
+int64_t ppy_pool_fn_id(PyObject *pool, PyObject *fn);
 /* The callable for id in worker w's interpreter (resolved once).  New
  * reference, or NULL with an exception set. */
-PyObject *pp_worker_callable(struct pp_worker *w, uint32_t id);
+PyObject *ppy_worker_callable(struct ppy_worker *w, uint32_t id);
 /* A Task for a Future that a loop thread will complete: state RUNNING, with
  * the pipeline's reference taken.  Main GIL.  New reference. */
-PyObject *pp_pool_task_new(PyObject *pool, PyObject *future);
+PyObject *ppy_pool_task_new(PyObject *pool, PyObject *future);
 /* Completes such a task from worker w's interpreter: with value, or, when
  * value is NULL, with the pending exception (cleared).  Worker GIL held. */
-void pp_task_finish(struct pp_worker *w, PyObject *task, PyObject *value);
-/* The pending exception as traceback text (malloc'd, never NULL); clears
- * it. */
-char *pp_exception_text(void);
-/* Waits while *w == expected, interruptibly (see pool.c). */
-int64_t pp_wait_word(pp_word *w, uint32_t expected, long timeout_ns);
+void ppy_task_finish(struct ppy_worker *w, PyObject *task, PyObject *value);
 
 /* ---- protocols (protocol.c) --------------------------------------------- */
 
-/* Callback slots, in the order of pp_proto_names. */
+/* Callback slots, in the order of ppy_proto_names. */
 enum {
-    PP_CB_CONNECTION_MADE, PP_CB_DATA_RECEIVED, PP_CB_LINES_RECEIVED,
-    PP_CB_SEND_COMPLETE, PP_CB_EOF_RECEIVED, PP_CB_CONNECTION_LOST,
-    PP_CB_EXCEPTION_HANDLER, PP_CB_COUNT
+    PPY_CB_CONNECTION_MADE, PPY_CB_DATA_RECEIVED, PPY_CB_LINES_RECEIVED,
+    PPY_CB_SEND_COMPLETE, PPY_CB_EOF_RECEIVED, PPY_CB_CONNECTION_LOST,
+    PPY_CB_EXCEPTION_HANDLER, PPY_CB_COUNT
 };
 
 /* What the connections of one server (in one worker) or of one client
  * share.  Lives in the loop thread. */
-#define PP_KIND_ENDPOINT 0x50454e44u   /* "PEND" */
-#define PP_KIND_PCONN 0x50434f4eu      /* "PCON" */
+#define PPY_KIND_ENDPOINT 0x50454e44u   /* "PEND" */
+#define PPY_KIND_PCONN 0x50434f4eu      /* "PCON" */
 
-typedef struct pp_endpoint {
-    uint32_t kind;               /* PP_KIND_ENDPOINT */
-    pp_lthread *lt;
+typedef struct ppy_endpoint {
+    uint32_t kind;               /* PPY_KIND_ENDPOINT */
+    ppy_lthread *lt;
     PyObject *cls;               /* the protocol class */
     PyObject *shared;            /* frozen (immortal), or None */
-    PyObject *cb[PP_CB_COUNT];   /* functions found on the class, or NULL */
+    PyObject *cb[PPY_CB_COUNT];   /* functions found on the class, or NULL */
     PyObject *initial;           /* initial_bytes_to_send, or NULL */
     int lines;                   /* lines_mode */
     int native;                  /* 1: echo in C, no Python at all */
@@ -167,66 +162,66 @@ typedef struct pp_endpoint {
     PyObject *task;              /* client: the Task to complete, or NULL */
     PyObject *result;            /* client: connection_lost's value */
     PyObject *failure;           /* client: the exception for the Future */
-    void (*on_conn_closed)(struct pp_endpoint *ep);  /* after each close */
-    void (*close)(struct pp_endpoint *ep);  /* close all; unlink when done */
+    void (*on_conn_closed)(struct ppy_endpoint *ep);  /* after each close */
+    void (*close)(struct ppy_endpoint *ep);  /* close all; unlink when done */
     pp_link link;                /* in lt->endpoints */
-} pp_endpoint;
+} ppy_endpoint;
 
 /* One connection's Python side, allocated in the connection's arena. */
-typedef struct pp_pconn {
-    uint32_t kind;               /* PP_KIND_PCONN */
+typedef struct ppy_pconn {
+    uint32_t kind;               /* PPY_KIND_PCONN */
     pp_conn *c;                  /* NULL once closed */
-    pp_endpoint *ep;
+    ppy_endpoint *ep;
     PyObject *protocol;          /* the instance */
     PyObject *transport;
     PyObject *error;             /* what a failed callback raised */
     uint64_t send_id;            /* last send_complete id issued */
     int counted;                 /* holds a place in *ep->live */
-} pp_pconn;
+} ppy_pconn;
 
-/* A connection's data is its endpoint until on_open has made its pp_pconn
+/* A connection's data is its endpoint until on_open has made its ppy_pconn
  * (a connect that fails never gets one). */
 static inline uint32_t
-pp_data_kind(void *data)
+ppy_data_kind(void *data)
 {
     return *(uint32_t *)data;
 }
 
 /* Fills ep's protocol fields from cls (worker GIL).  Returns 0, or -1 with
  * an exception set (TypeError for lines_mode without lines_received). */
-int pp_endpoint_set_protocol(pp_endpoint *ep, PyObject *cls);
-void pp_endpoint_clear(pp_endpoint *ep);
+int ppy_endpoint_set_protocol(ppy_endpoint *ep, PyObject *cls);
+void ppy_endpoint_clear(ppy_endpoint *ep);
 
-/* Connection callbacks that drive a protocol (data: the pp_endpoint). */
-extern const pp_conn_handler pp_proto_handler;
+/* Connection callbacks that drive a protocol (data: the ppy_endpoint). */
+extern const pp_conn_handler ppy_proto_handler;
 /* The C-only echo (the benchmark's ceiling). */
-extern const pp_conn_handler pp_native_echo_handler;
+extern const pp_conn_handler ppy_native_echo_handler;
 
 /* The exception for an engine error code (-errno or PP_NET_EAI): an
  * OSError subclass or socket.gaierror whose message is "context: reason"
  * (just the reason for context NULL, and then the idle-timeout and
  * read-limit codes of a connection become TimeoutError and BufferError).
  * A new reference, or NULL with an exception set. */
-PyObject *pp_error_from_code(int err, const char *context);
+PyObject *ppy_error_from_code(int err, const char *context);
 
 /* ---- transports (transport.c) -------------------------------------------- */
 
-extern PyType_Spec pp_transport_spec;
+extern PyType_Spec ppy_transport_spec;
 
 /* A new Transport for pc.  New reference. */
-PyObject *pp_transport_new(pp_lthread *lt, pp_pconn *pc, PyObject *shared);
+PyObject *ppy_transport_new(ppy_lthread *lt, ppy_pconn *pc, PyObject *shared);
 /* The connection is gone: the transport's methods raise from now on. */
-void pp_transport_detach(PyObject *transport);
+void ppy_transport_detach(PyObject *transport);
 /* Queues a callback's return value (bytes-like, str, a list/tuple of them,
  * or None).  Returns 1 if anything was queued, 0 if not, -1 with an
  * exception set. */
-int pp_transport_send_value(PyObject *transport, PyObject *value);
+int ppy_transport_send_value(PyObject *transport, PyObject *value);
 
 /* ---- Python-visible types (server.c, client.c, timer.c) ------------------ */
 
-extern PyType_Spec pp_server_spec;
-extern PyType_Spec pp_timer_spec;
+extern PyType_Spec ppy_server_spec;
+extern PyType_Spec ppy_timer_spec;
 
-PyObject *pp_client_connect(PyObject *module, PyObject *args, PyObject *kwargs);
+PyObject *ppy_client_connect(PyObject *module, PyObject *args, PyObject *kwargs);
 
-#endif /* PP_IO_H */
+#endif /* PPY_IO_H */

@@ -1,4 +1,4 @@
-/* pp_binding.h -- declarations shared by the CPython binding layer.
+/* ppy_binding.h -- declarations shared by the CPython binding layer.
  *
  * The binding turns the engine core (src/engine, no Python.h) into the
  * _pyparallel extension module: freeze(), the FrozenMap type, the value
@@ -6,13 +6,14 @@
  * pool of own-GIL worker interpreters.  Every function here runs with the
  * calling interpreter's GIL held unless its comment says otherwise.
  */
-#ifndef PP_BINDING_H
-#define PP_BINDING_H
+#ifndef PPY_BINDING_H
+#define PPY_BINDING_H
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
 #include "pp_buf.h"
+#include "pp_sync.h"
 
 #if PY_VERSION_HEX < 0x030C0000
 #  error "pyparallel needs CPython 3.12 or newer (per-interpreter GIL, PEP 684)"
@@ -36,26 +37,26 @@
  * high 32 bits as "PPLL", so "frozen by pyparallel" is one comparison and
  * survives everything CPython does to an immortal object.
  */
-#define PP_FROZEN_REFCNT ((Py_ssize_t)0x50504C4CFFFFFFFFLL)
+#define PPY_FROZEN_REFCNT ((Py_ssize_t)0x50504C4CFFFFFFFFLL)
 
 static inline int
-pp_is_frozen(PyObject *o)
+ppy_is_frozen(PyObject *o)
 {
-    return o->ob_refcnt == PP_FROZEN_REFCNT;
+    return o->ob_refcnt == PPY_FROZEN_REFCNT;
 }
 
 /* Immortal in CPython's sense (PEP 683), ours or CPython's own. */
 static inline int
-pp_is_immortal(PyObject *o)
+ppy_is_immortal(PyObject *o)
 {
     return (int32_t)o->ob_refcnt < 0;
 }
 
 /* ---- module state (one per interpreter) ------------------------------ */
 
-struct pp_worker;
+struct ppy_worker;
 
-typedef struct pp_state {
+typedef struct ppy_state {
     PyTypeObject *pool_type;
     PyTypeObject *task_type;
     PyTypeObject *transport_type;
@@ -71,16 +72,16 @@ typedef struct pp_state {
     PyObject *pickle_dumps;      /* loaded on first use */
     PyObject *pickle_loads;
     PyObject *pickle_protocol;   /* int: pickle.HIGHEST_PROTOCOL */
-    struct pp_worker *worker;    /* the worker this interpreter runs, or NULL */
+    struct ppy_worker *worker;    /* the worker this interpreter runs, or NULL */
     int worker_id;               /* -1 in the main interpreter */
-} pp_state;
+} ppy_state;
 
-pp_state *pp_state_of(PyObject *module);
+ppy_state *ppy_state_of(PyObject *module);
 
 /* The exception class to raise, falling back to fallback when _init() has
  * not run (a bare `import _pyparallel`).  Borrowed reference. */
 static inline PyObject *
-pp_exc(PyObject *cls, PyObject *fallback)
+ppy_exc(PyObject *cls, PyObject *fallback)
 {
     return cls ? cls : fallback;
 }
@@ -89,57 +90,57 @@ pp_exc(PyObject *cls, PyObject *fallback)
  *
  * A failing recursive walk (freeze, encode) records where it was, innermost
  * step first, and the top renders "data['users'][3]". */
-typedef struct pp_path {
+typedef struct ppy_path {
     PyObject *steps;             /* list of (kind, key) tuples, or NULL */
-} pp_path;
+} ppy_path;
 
 /* Records one step on the way out of a failed walk: kind '[' for an index
  * or a mapping key, '{' for a set member.  Best effort: never fails. */
-void pp_path_push(pp_path *p, char kind, PyObject *key);
+void ppy_path_push(ppy_path *p, char kind, PyObject *key);
 /* Renders root + steps, e.g. "data['users'][3]".  New reference. */
-PyObject *pp_path_render(pp_path *p, const char *root);
-void pp_path_clear(pp_path *p);
+PyObject *ppy_path_render(ppy_path *p, const char *root);
+void ppy_path_clear(ppy_path *p);
 /* If the pending exception is a cls, raises it again as cls with the
  * message prefixed by where it happened: "data['users'][3]: ...". */
-void pp_path_reraise(pp_path *p, const char *root, PyObject *cls);
+void ppy_path_reraise(ppy_path *p, const char *root, PyObject *cls);
 
 /* Deepest nesting a walk accepts before it reports a cycle or an overly
  * deep value, well inside the C stack. */
-#define PP_MAX_DEPTH 1000
+#define PPY_MAX_DEPTH 1000
 
 /* ---- freeze (freeze.c) ------------------------------------------------ */
 
 /* Returns a frozen deep copy of obj, or obj itself when already frozen.
  * Main interpreter only.  New reference, or NULL with FreezeError set. */
-PyObject *pp_freeze(pp_state *st, PyObject *obj);
+PyObject *ppy_freeze(ppy_state *st, PyObject *obj);
 
 /* Turns the safety-proof mode on: every freeze from now on builds inside a
  * write-protected arena.  Must run before any worker interpreter exists.
  * Returns 0, or -1 with an exception set. */
-int pp_safety_enable(void);
-int pp_safety_enabled(void);
+int ppy_safety_enable(void);
+int ppy_safety_enabled(void);
 
 /* Makes every frozen arena writable again: at exit, after the workers are
  * gone, since interpreter finalisation rewrites interned strings' state. */
-void pp_safety_unprotect_all(void);
+void ppy_safety_unprotect_all(void);
 
 /* Arena allocation for the current thread: while on, the object and mem
  * allocators of this thread serve from the current freeze's arena. */
-void pp_safety_arena_on(void);
-void pp_safety_arena_off(void);
+void ppy_safety_arena_on(void);
+void ppy_safety_arena_off(void);
 
 /* ---- FrozenMap (frozenmap.c) ------------------------------------------ */
 
-extern PyTypeObject PP_FrozenMap_Type;
+extern PyTypeObject PPY_FrozenMap_Type;
 
 /* Readies the static type and makes it and everything reachable from its
  * dict immortal, so that every interpreter may use it.  Main interpreter,
  * once per process; later calls return 0 at once. */
-int pp_frozenmap_ready(void);
+int ppy_frozenmap_ready(void);
 
 /* A new FrozenMap holding src's items; src is an exact dict built by
  * freeze() (never resized by deletion).  New reference. */
-PyObject *pp_frozenmap_from_dict(PyObject *src);
+PyObject *ppy_frozenmap_from_dict(PyObject *src);
 
 /* ---- value codec (xcopy.c) -------------------------------------------
  *
@@ -149,27 +150,44 @@ PyObject *pp_frozenmap_from_dict(PyObject *src);
 
 /* Appends obj's encoding to out.  Returns 0, or -1 with TransferError set
  * (message names the place inside obj, rooted at root). */
-int pp_encode(pp_state *st, PyObject *obj, pp_buf *out, const char *root);
+int ppy_encode(ppy_state *st, PyObject *obj, pp_buf *out, const char *root);
 
 /* Encodes a call's positional arguments (a tuple) and keyword arguments
  * (a dict, or NULL/None), naming "argument 1 of f()" in errors.  Decodes as
  * two values: a tuple, then a dict or None. */
-int pp_encode_call(pp_state *st, PyObject *fn, PyObject *args,
+int ppy_encode_call(ppy_state *st, PyObject *fn, PyObject *args,
                    PyObject *kwargs, pp_buf *out);
 
 /* Decodes one value.  New reference, or NULL with an exception set. */
-PyObject *pp_decode(pp_state *st, pp_reader *r);
+PyObject *ppy_decode(ppy_state *st, pp_reader *r);
 
-/* ---- pool (pool.c) ---------------------------------------------------- */
+/* ---- exceptions (exc.c) and waits (wait.c) --------------------------- */
 
-extern PyType_Spec pp_pool_spec;
-extern PyType_Spec pp_task_spec;
+/* The pending exception as traceback text (malloc'd, never NULL); clears
+ * it. */
+char *ppy_exception_text(void);
+
+/* Calls pyparallel._errors.rebuild(*packed) in the current interpreter:
+ * the exception a packed one stands for.  New reference, or NULL. */
+PyObject *ppy_rebuild_exception(ppy_state *st, PyObject *packed);
+
+/* Waits while *w == expected, with the GIL released, spinning spin_ns
+ * first, in slices that let signal handlers run.  timeout_ns < 0: no
+ * limit.  Returns the value seen (expected on timeout), or -1 with the
+ * signal handler's exception set. */
+int64_t ppy_wait_word(pp_word *w, uint32_t expected, long spin_ns,
+                      long timeout_ns);
+
+/* ---- pool (pool.c and the files beside it) ---------------------------- */
+
+extern PyType_Spec ppy_pool_spec;
+extern PyType_Spec ppy_task_spec;
 
 /* Pools created so far in this process (safety mode must come first). */
-extern int pp_pools_created;
+extern int ppy_pools_created;
 
-/* Module-level helpers implemented in pool.c. */
-PyObject *pp_call_from_main(PyObject *module, PyObject *const *args,
+/* call_from_main_thread[_and_wait]() (maincall.c). */
+PyObject *ppy_call_from_main(PyObject *module, PyObject *const *args,
                             Py_ssize_t nargs, PyObject *kwnames, int wait);
 
-#endif /* PP_BINDING_H */
+#endif /* PPY_BINDING_H */
