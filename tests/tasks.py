@@ -667,3 +667,113 @@ def log_in_worker(msg):
     logging.getLogger("pyparallel.tests").warning("%s from worker %s", msg,
                                                    pyparallel.worker_id())
     return True
+
+
+# --------------------------------------------------------------------------
+# type checks on shared frozen objects (the FrozenMap type is shared by every
+# interpreter: nothing here may write to it)
+
+import abc as _abc
+import collections.abc as _cabc
+import copy as _copy
+import pickle as _pickle
+import typing as _typing
+
+
+class UserABC(_abc.ABC):
+    """A user ABC that FrozenMap gets registered with, in each interpreter."""
+
+
+class UnrelatedABC(_abc.ABC):
+    """A user ABC nothing is registered with (negative caches)."""
+
+
+@_typing.runtime_checkable
+class HasKeys(_typing.Protocol):
+    def keys(self): ...
+
+
+@functools.singledispatch
+def _dispatch(obj):
+    return "object"
+
+
+@_dispatch.register
+def _(obj: dict):
+    return "dict"
+
+
+UserABC.register(pyparallel.FrozenMap)
+
+
+def type_checks_once(m):
+    """One round of the checks a library does on a mapping it is handed."""
+    t = type(m)
+    return [
+        isinstance(m, _cabc.Mapping), isinstance(m, _cabc.MutableMapping),
+        isinstance(m, dict), isinstance(m, _cabc.Hashable),
+        isinstance(m, _cabc.Sequence), isinstance(m, _cabc.Iterable),
+        issubclass(t, _cabc.Mapping), issubclass(t, _cabc.Container),
+        issubclass(t, _cabc.Set), issubclass(t, dict),
+        isinstance(m, UserABC), issubclass(t, UnrelatedABC),
+        isinstance(m, HasKeys), isinstance(m, (list, _cabc.Sized)),
+        _dispatch(m), t.__name__, t.__module__, t.__qualname__,
+        sorted(m) == sorted(m.keys()), len(list(m.items())) == len(m),
+        _copy.copy(m) == m, _copy.deepcopy(m) == m,
+        _pickle.loads(_pickle.dumps(m)) == m,
+        json.dumps(m, sort_keys=True, default=repr) == json.dumps(dict(m), sort_keys=True, default=repr),
+        type(_copy.copy(m)).__name__,
+    ]
+
+
+def type_checks(m, seconds):
+    """type_checks_once() over and over for `seconds`; returns (rounds, the
+    last round's answers)."""
+    deadline = time.monotonic() + seconds
+    rounds = 0
+    res = None
+    while rounds == 0 or time.monotonic() < deadline:
+        res = type_checks_once(m)
+        for v in m.values():
+            if isinstance(v, dict):
+                type_checks_once(v)
+        rounds += 1
+    return rounds, res
+
+
+def frozenmap_type_state():
+    """Identities of this interpreter's FrozenMap descriptors, and whether a
+    weak reference to the type works here."""
+    import weakref
+    fm = pyparallel.FrozenMap
+    ref = weakref.ref(fm)
+    return {"copy": id(fm.__dict__["copy"]), "new": id(fm.__dict__["__new__"]),
+            "weakref_alive": ref() is fm}
+
+
+def try_subclass_frozenmap():
+    try:
+        type("Sub", (pyparallel.FrozenMap,), {})
+    except TypeError as e:
+        return str(e)
+    return "subclassed"
+
+
+def refreeze_frozen_maps(shared):
+    """In a worker: freezing data that holds FrozenMaps, from main and our
+    own, and the pickle/deepcopy round trips that rebuild them."""
+    import copy
+    import pickle
+    local = pyparallel.freeze({"k": [1, 2]})
+    nested_shared = pyparallel.freeze({"x": shared})
+    nested_local = pyparallel.freeze({"x": local})
+    pickled = pickle.loads(pickle.dumps(shared))
+    deepcopied = copy.deepcopy(shared)
+    return {
+        "shared_unchanged": pyparallel.freeze(shared) is shared,
+        "local_unchanged": pyparallel.freeze(local) is local,
+        "nested_shared": nested_shared, "nested_local": nested_local,
+        "pickled": pickled, "deepcopied": deepcopied,
+        "types": [type(v).__name__ for v in (nested_shared, nested_local["x"],
+                                             pickled["d"], deepcopied["d"])],
+    }

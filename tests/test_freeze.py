@@ -567,6 +567,21 @@ def test_freeze_in_worker_gives_a_private_immutable_copy():
     assert pyparallel.submit(tasks.add, 1, 1).result(timeout=TIMEOUT) == 2
 
 
+def test_frozen_maps_refreeze_in_a_worker():
+    # freeze(), pickle round trips and deepcopy of data holding a FrozenMap
+    # raised "cannot freeze an instance of pyparallel.FrozenMap" in a worker,
+    # for maps shared from main and for maps the worker froze itself.
+    shared = freeze({"d": {"e": [1, "ü"]}, "n": 1})
+    res = pyparallel.submit(tasks.refreeze_frozen_maps, shared).result(timeout=TIMEOUT)
+    assert res == {
+        "shared_unchanged": True, "local_unchanged": True,
+        "nested_shared": {"x": {"d": {"e": (1, "ü")}, "n": 1}},
+        "nested_local": {"x": {"k": (1, 2)}},
+        "pickled": shared, "deepcopied": shared,
+        "types": ["FrozenMap", "FrozenMap", "FrozenMap", "FrozenMap"],
+    }
+
+
 def test_is_frozen_in_worker():
     f = freeze({"a": 1})
     assert pyparallel.submit(tasks.is_frozen_in_worker, f).result(timeout=TIMEOUT) is True

@@ -472,7 +472,11 @@ freeze_value(freeze_ctx *c, PyObject *o, int depth)
 {
     PyTypeObject *t = Py_TYPE(o);
 
-    if (ppy_is_frozen(o) || o == Py_None || t == &PyBool_Type)
+    /* A FrozenMap is frozen whoever made it: in main every one is marked;
+     * in a worker it may be one the worker froze itself (private, like
+     * everything a worker freezes), and is immutable all the same. */
+    if (ppy_is_frozen(o) || o == Py_None || t == &PyBool_Type ||
+        t == &PPY_FrozenMap_Type)
         return Py_NewRef(o);
     if (t == &PyLong_Type || t == &PyFloat_Type || t == &PyComplex_Type ||
         t == &PyUnicode_Type || t == &PyBytes_Type)
