@@ -5,12 +5,11 @@
  * filled once by freeze() and never changes afterwards.  Every mutating
  * entry point raises TypeError.
  *
- * The type is static and shared by all interpreters of the process.  A
- * static type is only safe to share if nothing a reader touches is ever
- * written: so, once readied in the main interpreter, the type, its MRO and
- * bases, and every key and descriptor in its dict are made immortal and
- * untracked, the lazily computed descriptor __qualname__ caches are filled,
- * and the type's version tag is assigned up front.
+ * The type is static and shared by all interpreters of the process, since
+ * its instances are.  Its mutable state -- __dict__ and the descriptors in
+ * it, subclass list, weakref list -- is kept per interpreter, the way
+ * CPython keeps dict's own (static_type.c); it cannot be subclassed, and
+ * being a static type it is immutable.
  */
 #include "ppy_binding.h"
 
@@ -157,57 +156,30 @@ PyTypeObject PPY_FrozenMap_Type = {
     .tp_new = fm_new,
 };
 
-/* Makes one object immortal (CPython's plain immortal value, not the
- * frozen mark: these are runtime objects, not data) and untracks it. */
-static void
-immortalize(PyObject *o)
-{
-    if (o == NULL || ppy_is_immortal(o))
-        return;
-    if (PyObject_IS_GC(o) && PyObject_GC_IsTracked(o))
-        PyObject_GC_UnTrack(o);
-    o->ob_refcnt = _Py_IMMORTAL_REFCNT;
-}
-
-static int ready_done;
+static int main_ready;
 
 int
 ppy_frozenmap_ready(void)
 {
     PyTypeObject *t = &PPY_FrozenMap_Type;
-    PyObject *key, *value, *qualname;
-    Py_ssize_t pos = 0;
 
-    if (ready_done)
+    if (PyInterpreterState_Get() != PyInterpreterState_Main()) {
+        if (!main_ready) {
+            PyErr_SetString(PyExc_ImportError,
+                            "pyparallel must be imported by the main "
+                            "interpreter before any sub-interpreter imports it");
+            return -1;
+        }
+        return ppy_static_type_init_interp(t);
+    }
+    if (main_ready)
         return 0;
     t->tp_base = &PyDict_Type;
     t->tp_traverse = PyDict_Type.tp_traverse;
     t->tp_clear = PyDict_Type.tp_clear;
-    if (PyType_Ready(t) < 0)
+    if (ppy_static_type_ready(t) < 0)
         return -1;
-    immortalize((PyObject *)t);
-    immortalize(t->tp_mro);
-    immortalize(t->tp_bases);
-    immortalize(t->tp_dict);
-    while (PyDict_Next(t->tp_dict, &pos, &key, &value)) {
-        immortalize(key);
-        /* Descriptors cache their __qualname__ on first use: fill it now,
-         * while only the main interpreter can see the type. */
-        qualname = PyObject_GetAttrString(value, "__qualname__");
-        if (qualname) {
-            immortalize(qualname);
-            Py_DECREF(qualname);
-        } else {
-            PyErr_Clear();
-        }
-        immortalize(value);
-    }
-    if (!PyUnstable_Type_AssignVersionTag(t)) {
-        PyErr_SetString(PyExc_RuntimeError,
-                        "pyparallel: could not assign FrozenMap a type version tag");
-        return -1;
-    }
-    ready_done = 1;
+    main_ready = 1;
     return 0;
 }
 

@@ -277,15 +277,16 @@ module_exec(PyObject *module)
     st->timer_type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &ppy_timer_spec, NULL);
     if (st->timer_type == NULL || PyModule_AddType(module, st->timer_type) < 0)
         return -1;
-    /* The shared FrozenMap type is readied once, by the main interpreter. */
-    if (is_main && ppy_frozenmap_ready() < 0)
-        return -1;
-    if (!(PPY_FrozenMap_Type.tp_flags & Py_TPFLAGS_READY)) {
+    /* The shared FrozenMap type is readied by the main interpreter, then
+     * given its per-interpreter state in each other interpreter. */
+    if (!is_main && !(PPY_FrozenMap_Type.tp_flags & Py_TPFLAGS_READY)) {
         PyErr_SetString(PyExc_ImportError,
                         "pyparallel must be imported by the main interpreter "
                         "before any sub-interpreter imports it");
         return -1;
     }
+    if (ppy_frozenmap_ready() < 0)
+        return -1;
     if (PyModule_AddObjectRef(module, "FrozenMap", (PyObject *)&PPY_FrozenMap_Type) < 0)
         return -1;
     return 0;

@@ -52,6 +52,14 @@ ppy_is_immortal(PyObject *o)
     return (int32_t)o->ob_refcnt < 0;
 }
 
+/* Makes o immortal with CPython's own value (no frozen mark): for runtime
+ * objects every interpreter reads, such as a shared type's MRO. */
+static inline void
+ppy_set_immortal(PyObject *o)
+{
+    o->ob_refcnt = _Py_IMMORTAL_REFCNT;
+}
+
 /* ---- module state (one per interpreter) ------------------------------ */
 
 struct ppy_worker;
@@ -129,13 +137,27 @@ void ppy_safety_unprotect_all(void);
 void ppy_safety_arena_on(void);
 void ppy_safety_arena_off(void);
 
+/* ---- static types shared by every interpreter (static_type.c) -------- */
+
+/* Readies t, a static type whose instances every interpreter shares, so
+ * that its __dict__, subclass list and weakref list are kept per
+ * interpreter, as for CPython's own static types.  Main interpreter, once,
+ * before any other interpreter uses t.  Returns 0, or -1 with an exception
+ * set. */
+int ppy_static_type_ready(PyTypeObject *t);
+/* Gives the current (sub-)interpreter its state for t; later calls in the
+ * same interpreter return 0 at once. */
+int ppy_static_type_init_interp(PyTypeObject *t);
+/* Drops the current interpreter's state for t just before it ends (the
+ * worker calls it before Py_EndInterpreter; on 3.13+ CPython does it). */
+void ppy_static_type_fini_interp(PyTypeObject *t);
+
 /* ---- FrozenMap (frozenmap.c) ------------------------------------------ */
 
 extern PyTypeObject PPY_FrozenMap_Type;
 
-/* Readies the static type and makes it and everything reachable from its
- * dict immortal, so that every interpreter may use it.  Main interpreter,
- * once per process; later calls return 0 at once. */
+/* Readies the type (static_type.c) in the main interpreter, once per
+ * process, and in each other interpreter, once; later calls return 0. */
 int ppy_frozenmap_ready(void);
 
 /* A new FrozenMap holding src's items; src is an exact dict built by

@@ -250,6 +250,7 @@ ppy__worker_main(void *arg)
         w->st = NULL;
     }
     Py_CLEAR(w->module);
+    ppy_static_type_fini_interp(&PPY_FrozenMap_Type);
     pthread_mutex_lock(&end_interp_mu);
     Py_EndInterpreter(w->ts);
     pthread_mutex_unlock(&end_interp_mu);
