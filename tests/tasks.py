@@ -777,3 +777,8 @@ def refreeze_frozen_maps(shared):
         "types": [type(v).__name__ for v in (nested_shared, nested_local["x"],
                                              pickled["d"], deepcopied["d"])],
     }
+
+
+def frozenmap_weakref_count():
+    import weakref
+    return weakref.getweakrefcount(pyparallel.FrozenMap)

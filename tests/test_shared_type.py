@@ -38,9 +38,9 @@ def test_type_checks_on_a_shared_frozenmap_from_every_worker(tmp_path, safety):
     assert " ok" in r.stdout, r.describe()
 
 
-def test_weakrefs_of_an_ended_worker_do_not_stay_in_main(tmp_path):
-    # With one worker: its ABC caches' weakrefs to FrozenMap went into
-    # main's list and dangled there once the worker had ended.
+def test_weakrefs_of_a_worker_do_not_go_into_mains_list(tmp_path):
+    # A worker's ABC caches' weakrefs to FrozenMap went into main's list
+    # (and could dangle there once the worker had ended).
     r = support.run_code(tmp_path, """
         import gc, weakref, pyparallel, tasks
         import collections.abc as cabc
@@ -48,6 +48,9 @@ def test_weakrefs_of_an_ended_worker_do_not_stay_in_main(tmp_path):
         before = weakref.getweakrefcount(pyparallel.FrozenMap)
         ex = pyparallel.Executor(1)
         assert ex.submit(tasks.type_checks, m, 0.5).result(timeout=60)[0] > 0
+        # The worker's ABC caches hold weakrefs to FrozenMap: in its list.
+        assert ex.submit(tasks.frozenmap_weakref_count).result(timeout=60) > 0
+        assert weakref.getweakrefcount(pyparallel.FrozenMap) == before
         ex.shutdown(wait=True)
         gc.collect()
         refs = weakref.getweakrefs(pyparallel.FrozenMap)
