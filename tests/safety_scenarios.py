@@ -163,6 +163,39 @@ def scenario_late_freeze(data, n):
     assert pyparallel.submit(tasks.checksum, late).result(timeout=T) == tasks.checksum(late)
 
 
+def scenario_eval_globals(data, n):
+    """eval/exec in workers with frozen maps as globals are refused (they
+    used to write __builtins__ into the map: a fault here)."""
+    for fm in (data["meta"], data["rows"][3]):
+        for out in wait_all([pyparallel.submit(tasks.eval_exec_with_frozen_globals, fm)
+                             for _ in range(n)]):
+            assert out["eval"][0] == out["exec"][0] == out["implied"][0] == "TypeError", out
+            assert out["unchanged"] is True
+
+
+def scenario_long_names(data, n):
+    """Frozen strs longer than the interning limit used as attribute and
+    keyword names (implicit interning used to write their state)."""
+    names = pyparallel.freeze(["".join(["long_name_%d_" % i, "y" * 70]) for i in range(20)])
+    expected = [1, 2, True, True] * len(names)
+    assert wait_all([pyparallel.submit(tasks.use_names, names) for _ in range(n)]) == \
+        [expected] * n
+
+
+def scenario_preimmortal(data, n):
+    """Non-ASCII strs that CPython made immortal before freeze() (code object
+    names, interned strs): their UTF-8 caches used to be filled by workers."""
+    def f():
+        ḟrozen_ñame_one = ḟrozen_ñame_two = 1
+        return ḟrozen_ñame_one + ḟrozen_ñame_two
+    names = list(f.__code__.co_varnames)
+    names.append(sys.intern("".join(["ïnterned_", "ñame"])))
+    frozen = pyparallel.freeze(names)
+    expected = tasks.use_utf8(frozen)
+    assert wait_all([pyparallel.submit(tasks.use_utf8, frozen) for _ in range(n)]) == \
+        [expected] * n
+
+
 SCENARIOS = {
     "read": scenario_read,
     "identity": scenario_identity,
@@ -172,6 +205,9 @@ SCENARIOS = {
     "gc": scenario_gc,
     "main_reads_too": scenario_main_reads_too,
     "late_freeze": scenario_late_freeze,
+    "eval_globals": scenario_eval_globals,
+    "long_names": scenario_long_names,
+    "preimmortal": scenario_preimmortal,
 }
 
 

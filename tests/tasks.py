@@ -782,3 +782,62 @@ def refreeze_frozen_maps(shared):
 def frozenmap_weakref_count():
     import weakref
     return weakref.getweakrefcount(pyparallel.FrozenMap)
+
+
+# --------------------------------------------------------------------------
+# the hidden writes into frozen data, from a worker
+
+
+def eval_exec_with_frozen_globals(fm):
+    """eval/exec with a FrozenMap as globals, passed or implied, must be
+    refused; as locals it is readable.  Returns what each did."""
+    import types
+    out = {}
+    for name, call in [
+            ("eval", lambda: eval("a + 1", fm)),
+            ("eval_kw", lambda: eval("a + 1", globals=fm)),
+            ("exec", lambda: exec("b = a", fm)),
+            ("exec_code", lambda: exec(compile("b = 1", "<x>", "exec"), fm)),
+            ("implied", lambda: types.FunctionType(
+                compile("eval('1')", "<x>", "eval"), fm)()),
+            ("locals_read", lambda: eval("a + 1", {}, fm)),
+            ("locals_write", lambda: exec("b = 1", {}, fm))]:
+        try:
+            out[name] = ("ok", call())
+        except Exception as e:
+            out[name] = (type(e).__name__, str(e))
+    out["unchanged"] = "__builtins__" not in fm and "b" not in fm
+    return out
+
+
+def use_names(names):
+    """Uses strs the ways CPython interns names implicitly."""
+    obj = _Obj()
+    out = []
+    for s in names:
+        setattr(obj, s, 1)
+        out.append(getattr(obj, s))
+        out.append(tasks_echo_kwargs(**{s: 2})[s])
+        out.append(sys.intern(s) is s)
+        out.append(hasattr(obj, s))
+    return out
+
+
+def use_utf8(names):
+    """Makes C code read the UTF-8 form of each str (the lazily filled
+    cache of a non-ASCII str)."""
+    import socket
+    out = []
+    for s in names:
+        out.append(type(s, (), {}).__name__ == s)
+        try:
+            socket.inet_aton(s)
+        except (OSError, ValueError):
+            out.append("bad-ip")
+        out.append(len(s.encode()))
+    return out
+
+
+def interned_is_frozen():
+    s = sys.intern("".join(["worker_", "interned_", "name"]))
+    return pyparallel.is_frozen(s)

@@ -6,8 +6,9 @@
  *   1. containers become their immutable forms (list -> tuple, dict ->
  *      FrozenMap, set -> frozenset, bytearray/memoryview -> bytes);
  *   2. every cache a reader could fill lazily is filled now: str and bytes
- *      hashes, the UTF-8 form of non-ASCII str, frozenset hashes, and short
- *      str are interned immortal, so that a worker's intern or setattr finds
+ *      hashes, the UTF-8 form of non-ASCII str, frozenset hashes, and every
+ *      str's interned state (short ones in the interned table, long ones
+ *      marked only), so that a worker's intern, setattr or getattr finds
  *      them already interned and writes nothing;
  *   3. containers are untracked from the GC, so no collector of any
  *      interpreter ever writes their GC header;
@@ -15,9 +16,10 @@
  *      (see PPY_FROZEN_REFCNT).
  *
  * Immutable leaves (int, float, complex, str, bytes) are frozen in place
- * rather than copied.  Objects CPython itself made immortal (small ints,
- * None, static strings) are already shared by every interpreter and are
- * used as they are.
+ * rather than copied.  CPython's statically allocated objects (None, small
+ * ints, static strings, the empty tuple) are already shared by every
+ * interpreter and are used as they are; any other object, even one CPython
+ * made immortal (an interned name), gets its caches filled and the mark.
  *
  * Safety-proof mode builds each frozen graph inside a fresh arena carved
  * from one reserved region and then write-protects the arena: any later
@@ -206,7 +208,7 @@ copy_leaf(freeze_ctx *c, PyObject *o)
     PyObject *copy = NULL;
     PyTypeObject *t = Py_TYPE(o);
 
-    if (!c->safety)
+    if (!c->safety || ppy_is_cpython_static(o))
         return Py_NewRef(o);
     ppy_safety_arena_on();
     if (t == &PyLong_Type) {
@@ -237,45 +239,68 @@ copy_leaf(freeze_ctx *c, PyObject *o)
     return copy;
 }
 
-/* Freezes an exact int, float, complex, str or bytes.  o is borrowed. */
+/* Fills every cache a reader of str v could fill lazily: its hash, its
+ * UTF-8 form, and its interned state (setattr(), getattr() and keyword
+ * names intern a str implicitly, writing that state into it).  Returns the
+ * str to keep -- interning may hand back an equal one interned before --
+ * or NULL with an exception set; v is stolen. */
+static PyObject *
+fill_str(PyObject *v)
+{
+    if (PyObject_Hash(v) == -1) {
+        Py_DECREF(v);
+        return NULL;
+    }
+    if (!PyUnicode_IS_ASCII(v)) {
+        ppy_safety_arena_on();
+        /* A str with lone surrogates has no UTF-8 form and never gets one,
+         * so nothing can be written later either. */
+        if (PyUnicode_AsUTF8AndSize(v, NULL) == NULL)
+            PyErr_Clear();
+        ppy_safety_arena_off();
+    }
+    if (PyUnicode_CHECK_INTERNED(v) || PyUnicode_GET_LENGTH(v) <= PPY_INTERN_MAX_LEN) {
+        /* Names go in the interned table (equal names in code are then
+         * the same object); one interned already is made immortal there. */
+        PyUnicode_InternImmortal(&v);
+    } else {
+        /* Long text stays out of the table, which would grow by one entry
+         * per frozen str, but is marked interned all the same, so that
+         * interning it finds it done and writes nothing.  Only names are
+         * compared as "interned, so equal only if identical", and no name
+         * CPython uses is this long. */
+        ((PyASCIIObject *)v)->state.interned = SSTATE_INTERNED_IMMORTAL;
+    }
+    return v;
+}
+
+/* Freezes an exact int, float, complex, str or bytes.  o is borrowed.
+ *
+ * Whoever made o immortal -- nobody, CPython (an interned name, a code
+ * object's constant) or another library -- its lazy caches are filled and
+ * it is marked frozen here, since workers will read it; in safety mode it
+ * is copied into the arena first, like any leaf, so that a write into it
+ * faults.  Only CPython's statically allocated objects, which every
+ * interpreter shares already, are used as they are. */
 static PyObject *
 freeze_leaf(freeze_ctx *c, PyObject *o)
 {
     PyTypeObject *t = Py_TYPE(o);
     PyObject *v;
 
-    if (ppy_is_immortal(o) || c->local)
-        return Py_NewRef(o);             /* CPython's own, ours, or private */
+    if (c->local)
+        return Py_NewRef(o);             /* a worker's private copy */
     if ((v = copy_leaf(c, o)) == NULL)
         return NULL;
-    if (ppy_is_immortal(v))
-        return v;                        /* the copy is a cached singleton */
-    if (t == &PyUnicode_Type) {
-        if (PyObject_Hash(v) == -1)
-            goto fail;
-        if (!PyUnicode_IS_ASCII(v)) {
-            ppy_safety_arena_on();
-            /* Fills the UTF-8 cache; a str with lone surrogates has none
-             * and never will, so nothing can be written later either. */
-            if (PyUnicode_AsUTF8AndSize(v, NULL) == NULL)
-                PyErr_Clear();
-            ppy_safety_arena_off();
-        }
-        if (PyUnicode_GET_LENGTH(v) <= PPY_INTERN_MAX_LEN) {
-            /* May hand back an equal str that was interned before. */
-            PyUnicode_InternImmortal(&v);
-            if (PyUnicode_CHECK_INTERNED(v) == SSTATE_INTERNED_IMMORTAL_STATIC)
-                return v;                /* CPython's static string */
-        }
-    } else if (t == &PyBytes_Type) {
-        if (PyObject_Hash(v) == -1)
-            goto fail;
+    if (t == &PyUnicode_Type && (v = fill_str(v)) == NULL)
+        return NULL;
+    if (t == &PyBytes_Type && PyObject_Hash(v) == -1) {
+        Py_DECREF(v);
+        return NULL;
     }
-    mark_frozen(v);
+    if (!ppy_is_cpython_static(v))
+        mark_frozen(v);
     return v;
-fail:
-    Py_DECREF(v);
-    return NULL;
 }
 
 /* A new tuple of n items taken from src (a sequence's item array). */
@@ -423,7 +448,8 @@ freeze_container(freeze_ctx *c, PyObject *o, int depth)
          * more than the data in a table of a million small tuples. */
         res = freeze_items(c, o, &PyTuple_GET_ITEM(o, 0), PyTuple_GET_SIZE(o),
                            depth);
-        if (res != NULL && !ppy_is_immortal(res) && !c->local)
+        if (res != NULL && !c->local && !ppy_is_frozen(res) &&
+            !ppy_is_cpython_static(res))
             mark_frozen(res);
         return res;
     }
@@ -457,7 +483,7 @@ freeze_container(freeze_ctx *c, PyObject *o, int depth)
         res = freeze_set(c, o, depth);
 
     if (res != NULL) {
-        if (!ppy_is_immortal(res) && !c->local)
+        if (!c->local && !ppy_is_frozen(res) && !ppy_is_cpython_static(res))
             mark_frozen(res);
         if (PyDict_SetItem(c->memo, id, res) < 0)
             Py_CLEAR(res);

@@ -33,21 +33,15 @@ mod_freeze(PyObject *module, PyObject *obj)
     return ppy_freeze(ppy_state_of(module), obj);
 }
 
-/* Frozen by pyparallel, or an immutable value CPython itself made immortal
- * and shares between interpreters (None, small ints, static strings, the
- * empty tuple...). */
+/* Frozen by the main interpreter's freeze(), or one of CPython's
+ * statically allocated objects, which freeze() returns as they are (None,
+ * small ints, static strings, the empty tuple...).  Not any immortal
+ * object: a worker's interned names are immortal and its own. */
 static PyObject *
 mod_is_frozen(PyObject *module, PyObject *obj)
 {
-    PyTypeObject *t = Py_TYPE(obj);
-
     (void)module;
-    if (ppy_is_frozen(obj))
-        Py_RETURN_TRUE;
-    return PyBool_FromLong(ppy_is_immortal(obj) &&
-        (obj == Py_None || t == &PyBool_Type || t == &PyLong_Type ||
-         t == &PyFloat_Type || t == &PyComplex_Type || t == &PyUnicode_Type ||
-         t == &PyBytes_Type || (t == &PyTuple_Type && PyTuple_GET_SIZE(obj) == 0)));
+    return PyBool_FromLong(ppy_is_frozen(obj) || ppy_is_cpython_static(obj));
 }
 
 static PyObject *
@@ -150,6 +144,27 @@ mod_call_from_main_thread_and_wait(PyObject *module, PyObject *const *args,
     return ppy_call_from_main(module, args, PyVectorcall_NARGS(nargs), kwnames, 1);
 }
 
+/* _lazy_state(s) -> dict: what of a str's lazily filled state is filled
+ * (for tests: a frozen str must have nothing left for a reader to fill). */
+static PyObject *
+mod_lazy_state(PyObject *module, PyObject *s)
+{
+    PyASCIIObject *a = (PyASCIIObject *)s;
+
+    (void)module;
+    if (!PyUnicode_CheckExact(s)) {
+        PyErr_SetString(PyExc_TypeError, "_lazy_state() takes a str");
+        return NULL;
+    }
+    return Py_BuildValue("{sOsOsisOsO}",
+        "hash", a->hash != -1 ? Py_True : Py_False,
+        "utf8", a->state.ascii ? Py_None
+                : ((PyCompactUnicodeObject *)s)->utf8 ? Py_True : Py_False,
+        "interned", (int)a->state.interned,
+        "immortal", ppy_is_immortal(s) ? Py_True : Py_False,
+        "frozen", ppy_is_frozen(s) ? Py_True : Py_False);
+}
+
 /* _encode_roundtrip(obj) -> obj decoded in this interpreter (for tests). */
 static PyObject *
 mod_roundtrip(PyObject *module, PyObject *obj)
@@ -238,6 +253,7 @@ static PyMethodDef module_methods[] = {
     {"_init", mod_init, METH_O, NULL},
     {"_exit_unprotect", mod_exit_unprotect, METH_NOARGS, NULL},
     {"_roundtrip", mod_roundtrip, METH_O, NULL},
+    {"_lazy_state", mod_lazy_state, METH_O, NULL},
     {"call_from_main_thread",
      (PyCFunction)(void (*)(void))mod_call_from_main_thread,
      METH_FASTCALL | METH_KEYWORDS,
@@ -285,7 +301,7 @@ module_exec(PyObject *module)
                         "before any sub-interpreter imports it");
         return -1;
     }
-    if (ppy_frozenmap_ready() < 0)
+    if (ppy_frozenmap_ready() < 0 || ppy_install_globals_guard(module) < 0)
         return -1;
     if (PyModule_AddObjectRef(module, "FrozenMap", (PyObject *)&PPY_FrozenMap_Type) < 0)
         return -1;
@@ -313,6 +329,8 @@ module_traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(st->pickle_dumps);
     Py_VISIT(st->pickle_loads);
     Py_VISIT(st->pickle_protocol);
+    Py_VISIT(st->builtin_eval);
+    Py_VISIT(st->builtin_exec);
     return 0;
 }
 
@@ -337,6 +355,8 @@ module_clear(PyObject *module)
     Py_CLEAR(st->pickle_dumps);
     Py_CLEAR(st->pickle_loads);
     Py_CLEAR(st->pickle_protocol);
+    Py_CLEAR(st->builtin_eval);
+    Py_CLEAR(st->builtin_exec);
     return 0;
 }
 

@@ -52,6 +52,35 @@ ppy_is_immortal(PyObject *o)
     return (int32_t)o->ob_refcnt < 0;
 }
 
+/* CPython's statically allocated objects, shared by every interpreter of
+ * the process already: None, True, False, Ellipsis, NotImplemented, the
+ * small ints, static strings (identifiers, one-character latin-1 str, ''),
+ * b'' and the one-byte bytes, the empty tuple.  freeze() uses them as they
+ * are, and is_frozen() is true for them. */
+static inline int
+ppy_is_cpython_static(PyObject *o)
+{
+    PyTypeObject *t = Py_TYPE(o);
+
+    if (!ppy_is_immortal(o))
+        return 0;
+    if (o == Py_None || t == &PyBool_Type || o == Py_Ellipsis ||
+        o == Py_NotImplemented)
+        return 1;
+    if (t == &PyUnicode_Type)
+        return ((PyASCIIObject *)o)->state.statically_allocated;
+    if (t == &PyLong_Type) {
+        int overflow;
+        long v = PyLong_AsLongAndOverflow(o, &overflow);
+        return !overflow && v >= -5 && v <= 256;   /* CPython's small ints */
+    }
+    if (t == &PyBytes_Type)
+        return PyBytes_GET_SIZE(o) <= 1;
+    if (t == &PyTuple_Type)
+        return PyTuple_GET_SIZE(o) == 0;
+    return 0;
+}
+
 /* Makes o immortal with CPython's own value (no frozen mark): for runtime
  * objects every interpreter reads, such as a shared type's MRO. */
 static inline void
@@ -80,6 +109,8 @@ typedef struct ppy_state {
     PyObject *pickle_dumps;      /* loaded on first use */
     PyObject *pickle_loads;
     PyObject *pickle_protocol;   /* int: pickle.HIGHEST_PROTOCOL */
+    PyObject *builtin_eval;      /* builtins.eval and exec, before the */
+    PyObject *builtin_exec;      /* guards (globals.c) replaced them */
     struct ppy_worker *worker;    /* the worker this interpreter runs, or NULL */
     int worker_id;               /* -1 in the main interpreter */
 } ppy_state;
@@ -151,6 +182,14 @@ int ppy_static_type_init_interp(PyTypeObject *t);
 /* Drops the current interpreter's state for t just before it ends (the
  * worker calls it before Py_EndInterpreter; on 3.13+ CPython does it). */
 void ppy_static_type_fini_interp(PyTypeObject *t);
+
+/* ---- frozen maps as globals (globals.c) -------------------------------- */
+
+/* Replaces builtins.eval and builtins.exec of the current interpreter with
+ * guards that refuse a FrozenMap as globals (CPython writes __builtins__
+ * and global assignments straight into a globals dict).  Returns 0, or -1
+ * with an exception set. */
+int ppy_install_globals_guard(PyObject *module);
 
 /* ---- FrozenMap (frozenmap.c) ------------------------------------------ */
 
