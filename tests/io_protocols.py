@@ -625,3 +625,52 @@ class LostPrinter:
 
     def connection_lost(self, transport, exc):
         print("lost", type(exc).__name__ if exc else None, flush=True)
+
+
+# --------------------------------------------------------------------------
+# main-thread calls from a loop callback (tests/test_main_calls.py)
+
+# Set by the test script in the main interpreter: {"server": Server, ...}.
+MAIN = {}
+
+
+def main_stats():
+    return MAIN["server"].stats()["accepted"]
+
+
+def main_close():
+    return MAIN["server"].close()
+
+
+def main_timer_on(worker):
+    t = pyparallel.timer(60, record, ("timer",), worker=worker)
+    t.cancel()
+    return worker
+
+
+def main_cancel():
+    MAIN["timer"].cancel()
+    return "cancelled"
+
+
+class AsksMain:
+    """Each line names a main-side function of this module (and an
+    argument); the callback runs it with call_from_main_thread_and_wait()
+    and answers with its result or the error it raised."""
+
+    lines_mode = True
+
+    def lines_received(self, transport, lines):
+        out = []
+        for line in lines:
+            name, _, arg = line.decode().partition(" ")
+            if name == "whoami":
+                out.append("ok %d\n" % transport.worker_id)
+                continue
+            args = (int(arg),) if arg else ()
+            try:
+                r = pyparallel.call_from_main_thread_and_wait(globals()[name], *args)
+                out.append("ok %r\n" % (r,))
+            except Exception as e:
+                out.append("%s %s\n" % (type(e).__name__, e))
+        return "".join(out)

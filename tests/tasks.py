@@ -841,3 +841,63 @@ def use_utf8(names):
 def interned_is_frozen():
     s = sys.intern("".join(["worker_", "interned_", "name"]))
     return pyparallel.is_frozen(s)
+
+
+# --------------------------------------------------------------------------
+# main-thread calls that wait on workers (tests/test_main_calls.py)
+
+FUTURES = {}              # main interpreter: futures the test registered
+
+
+def main_wait_for(name):
+    """Main side: waits for a registered future's result."""
+    return FUTURES[name].result(timeout=60)
+
+
+def ask_main_to_wait_for(name):
+    """Worker side: has main wait for the future `name`."""
+    return pyparallel.call_from_main_thread_and_wait(main_wait_for, name)
+
+
+def main_quick(x):
+    return x * 2
+
+
+def ask_main_quick_after(started_path, x):
+    """Waits for `started_path` to exist, then asks main for a quick call."""
+    _wait_for(started_path, 30)
+    return pyparallel.call_from_main_thread_and_wait(main_quick, x)
+
+
+def main_sleep(seconds):
+    time.sleep(seconds)
+    return seconds
+
+
+def ask_main_to_sleep(seconds):
+    return pyparallel.call_from_main_thread_and_wait(main_sleep, seconds)
+
+
+def fire_sys_exit(code, wait=False):
+    if wait:
+        return pyparallel.call_from_main_thread_and_wait(sys.exit, code)
+    pyparallel.call_from_main_thread(sys.exit, code)
+    return "fired"
+
+
+def _raise_keyboard_interrupt():
+    raise KeyboardInterrupt("from a worker's main-thread call")
+
+
+def fire_keyboard_interrupt():
+    pyparallel.call_from_main_thread(_raise_keyboard_interrupt)
+    return "fired"
+
+
+def _main_raise_value_error(msg):
+    raise ValueError(msg)
+
+
+def fire_to_main_raising(msg):
+    pyparallel.call_from_main_thread(_main_raise_value_error, msg)
+    return "fired"

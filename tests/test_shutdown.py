@@ -275,3 +275,32 @@ def test_shutdown_with_a_server_open(tmp_path):
     r.assert_clean_exit(0)
     assert r.stdout.split() == ["lost", "None", "eof", "True", "timer", "False", "0",
                                 "closed", "True", "refused", "True"]
+
+
+def test_shutdown_racing_a_loop_thread_start(tmp_path):
+    # The worker read its loop-thread pointer while a main thread was still
+    # starting the loop thread: shutdown() could end the interpreter under a
+    # live loop thread.  Now one of the two wins, cleanly, every time.
+    r = support.run_code(tmp_path, """
+        import threading, pyparallel, tasks
+        outcomes = set()
+        for i in range(25):
+            pyparallel.configure(workers=2)
+            assert pyparallel.submit(tasks.inc, 1).result(timeout=60) == 2
+            def start():
+                try:
+                    t = pyparallel.timer(30, tasks.noop, worker=i % 2)
+                    outcomes.add("started")
+                    t.cancel()
+                except RuntimeError as e:
+                    assert "shut down" in str(e), e
+                    outcomes.add("refused")
+            th = threading.Thread(target=start)
+            th.start()
+            pyparallel.shutdown(wait=True)
+            th.join(60)
+            assert not th.is_alive()
+        print("ok", sorted(outcomes))
+        """, timeout=240)
+    r.assert_clean_exit(0)
+    assert "ok" in r.stdout

@@ -199,7 +199,7 @@ ppy_client_connect(PyObject *module, PyObject *args, PyObject *kwargs)
         ppy_cmd_release(&cc->base);
         return PyErr_NoMemory();
     }
-    if ((task = ppy_pool_task_new(pool, future)) == NULL) {
+    if ((task = ppy_pool_task_new(pool, future, worker)) == NULL) {
         ppy_cmd_release(&cc->base);
         return NULL;
     }

@@ -52,6 +52,7 @@ ppy_cmd_post(ppy_lthread *lt, ppy_cmd *cmd)
 {
     int stopped;
 
+    cmd->lt = lt;
     atomic_fetch_add(&cmd->refs, 1);
     pthread_mutex_lock(&lt->mu);
     stopped = lt->stopped;
@@ -86,11 +87,17 @@ ppy_cmd_call(ppy_lthread *lt, ppy_cmd *cmd)
     return ppy_cmd_wait(cmd);
 }
 
+static int
+check_loop(void *cmd)
+{
+    return ppy_check_wait_on_loop(((ppy_cmd *)cmd)->lt->worker);
+}
+
 int
 ppy_cmd_wait(ppy_cmd *cmd)
 {
     while (pp_word_get(&cmd->done) == 0) {
-        if (ppy_wait_word(&cmd->done, 0, 0, -1) < 0)
+        if (ppy_wait_word_checked(&cmd->done, 0, 0, -1, check_loop, cmd) < 0)
             return -1;
     }
     return 0;
@@ -197,6 +204,14 @@ lthread_setup(ppy_lthread *lt)
     return lt->log_error ? 0 : -1;
 }
 
+static _Thread_local ppy_lthread *current_lthread;
+
+ppy_lthread *
+ppy_current_lthread(void)
+{
+    return current_lthread;
+}
+
 static void
 lthread_main(void *arg)
 {
@@ -204,6 +219,7 @@ lthread_main(void *arg)
     pp_link *l, *next;
     ppy_cmd *cmd;
 
+    current_lthread = lt;
     lt->ts = PyThreadState_New(lt->interp);
     PyEval_RestoreThread(lt->ts);
     if (lthread_setup(lt) < 0) {

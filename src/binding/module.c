@@ -134,14 +134,22 @@ static PyObject *
 mod_call_from_main_thread(PyObject *module, PyObject *const *args,
                           Py_ssize_t nargs, PyObject *kwnames)
 {
-    return ppy_call_from_main(module, args, PyVectorcall_NARGS(nargs), kwnames, 0);
+    return ppy_call_from_main(module, args, PyVectorcall_NARGS(nargs), kwnames, 0, 0);
 }
 
 static PyObject *
 mod_call_from_main_thread_and_wait(PyObject *module, PyObject *const *args,
                                    Py_ssize_t nargs, PyObject *kwnames)
 {
-    return ppy_call_from_main(module, args, PyVectorcall_NARGS(nargs), kwnames, 1);
+    return ppy_call_from_main(module, args, PyVectorcall_NARGS(nargs), kwnames, 1, 0);
+}
+
+/* pyparallel's own quick calls into main (see maincall.c). */
+static PyObject *
+mod_call_in_main_internal(PyObject *module, PyObject *const *args,
+                          Py_ssize_t nargs, PyObject *kwnames)
+{
+    return ppy_call_from_main(module, args, PyVectorcall_NARGS(nargs), kwnames, 1, 1);
 }
 
 /* _lazy_state(s) -> dict: what of a str's lazily filled state is filled
@@ -253,6 +261,8 @@ static PyMethodDef module_methods[] = {
     {"_init", mod_init, METH_O, NULL},
     {"_exit_unprotect", mod_exit_unprotect, METH_NOARGS, NULL},
     {"_roundtrip", mod_roundtrip, METH_O, NULL},
+    {"_call_in_main", (PyCFunction)(void (*)(void))mod_call_in_main_internal,
+     METH_FASTCALL | METH_KEYWORDS, NULL},
     {"_lazy_state", mod_lazy_state, METH_O, NULL},
     {"call_from_main_thread",
      (PyCFunction)(void (*)(void))mod_call_from_main_thread,

@@ -144,10 +144,13 @@ pool_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
         !self->s_cancel || !self->workers)
         goto fail;
     if (pp_queue_init(&self->tasks) != 0 || pp_queue_init(&self->done) != 0 ||
+        pp_queue_init(&self->calls) != 0 ||
         pthread_mutex_init(&self->fn_mu, NULL) != 0) {
         PyErr_NoMemory();
         goto fail;
     }
+    for (i = 0; i < n; i++)
+        pthread_mutex_init(&self->workers[i].lt_mu, NULL);
     self->queues_ready = 1;
     pp_queue_set_max_spinners(&self->tasks, pp_cpu_count() > 1 ? pp_cpu_count() - 1 : 0);
     pp_word_init(&self->live, 0);
@@ -163,6 +166,14 @@ pool_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     }
     self->completer_tid = self->completer.handle;
     self->completer_started = 1;
+    rc = pp_thread_start(&self->caller, ppy__caller_main, self);
+    if (rc != 0) {
+        errno = rc;
+        PyErr_SetFromErrno(PyExc_OSError);
+        goto fail;
+    }
+    self->caller_tid = self->caller.handle;
+    self->caller_started = 1;
     for (i = 0; i < n; i++) {
         ppy_worker *w = &self->workers[i];
         w->pool = self;
@@ -262,32 +273,56 @@ cancel_pending(ppy_pool *self)
     }
 }
 
+/* The calling thread is one of the pool's own (the completion thread or
+ * the main-call thread), which cannot wait for the pool to end. */
+static int
+on_own_thread(ppy_pool *self)
+{
+    return (self->completer_started &&
+            pthread_equal(pthread_self(), self->completer_tid)) ||
+           (self->caller_started && pthread_equal(pthread_self(), self->caller_tid));
+}
+
+/* Joins the worker threads (told to end: the task queue is closed), then
+ * the completion and main-call threads, which serve the workers until
+ * they have ended. */
+static void
+join_threads(ppy_pool *self)
+{
+    int i;
+
+    Py_BEGIN_ALLOW_THREADS
+    for (i = 0; i < self->nstarted; i++)
+        pp_thread_join(&self->workers[i].thread);
+    pp_queue_close(&self->done);
+    pp_queue_close(&self->calls);
+    if (self->completer_started)
+        pp_thread_join(&self->completer);
+    if (self->caller_started)
+        pp_thread_join(&self->caller);
+    Py_END_ALLOW_THREADS
+    self->joined = 1;
+}
+
 static int
 pool_join(ppy_pool *self)
 {
     int64_t n;
-    int i;
 
     if (self->joined)
         return 0;
-    if (self->completer_started && pthread_equal(pthread_self(), self->completer_tid)) {
+    if (on_own_thread(self)) {
         PyErr_SetString(PyExc_RuntimeError,
                         "shutdown(wait=True) cannot run inside a Future callback "
-                        "(it would wait for itself); use wait=False there");
+                        "or a call_from_main_thread() function (it would wait "
+                        "for itself); use wait=False there");
         return -1;
     }
     while ((n = pp_word_get(&self->live)) > 0) {
         if (ppy_wait_word(&self->live, (uint32_t)n, 0, -1) < 0)
             return -1;
     }
-    Py_BEGIN_ALLOW_THREADS
-    for (i = 0; i < self->nstarted; i++)
-        pp_thread_join(&self->workers[i].thread);
-    pp_queue_close(&self->done);
-    if (self->completer_started)
-        pp_thread_join(&self->completer);
-    Py_END_ALLOW_THREADS
-    self->joined = 1;
+    join_threads(self);
     return 0;
 }
 
@@ -310,27 +345,54 @@ pool_shutdown(ppy_pool *self, PyObject *args, PyObject *kwargs)
 }
 
 /* wait_ready(timeout=None) -> bool: every worker has started. */
+/* A worker still starting may be waiting for a call the main-call thread
+ * runs (3.12 imports extension modules in main first). */
+static int
+check_starting(void *pool)
+{
+    ppy_pool *self = pool;
+    int i;
+
+    for (i = 0; i < self->nworkers; i++) {
+        if (ppy__check_wait_on_worker(&self->workers[i], 0) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* Waits until every worker has started.  Returns 1, 0 on timeout, or -1
+ * with an exception set. */
+static int
+wait_ready(ppy_pool *self, long timeout_ns)
+{
+    uint64_t start = pp_now_ns();
+    int64_t n;
+
+    while ((n = pp_word_get(&self->ready)) < self->nworkers) {
+        long left = -1;
+        if (timeout_ns >= 0) {
+            uint64_t spent = pp_now_ns() - start;
+            if (spent >= (uint64_t)timeout_ns)
+                return 0;
+            left = timeout_ns - (long)spent;
+        }
+        if (ppy_wait_word_checked(&self->ready, (uint32_t)n, 0, left,
+                                  check_starting, self) < 0)
+            return -1;
+    }
+    return 1;
+}
+
 static PyObject *
 pool_wait_ready(ppy_pool *self, PyObject *args)
 {
     double timeout = -1.0;
-    uint64_t start = pp_now_ns();
-    int64_t n;
+    int r;
 
     if (!PyArg_ParseTuple(args, "|d:wait_ready", &timeout))
         return NULL;
-    while ((n = pp_word_get(&self->ready)) < self->nworkers) {
-        long left = -1;
-        if (timeout >= 0) {
-            double spent = (double)(pp_now_ns() - start);
-            if (spent >= timeout * 1e9)
-                Py_RETURN_FALSE;
-            left = (long)(timeout * 1e9 - spent);
-        }
-        if (ppy_wait_word(&self->ready, (uint32_t)n, 0, left) < 0)
-            return NULL;
-    }
-    Py_RETURN_TRUE;
+    r = wait_ready(self, timeout < 0 ? -1 : (long)(timeout * 1e9));
+    return r < 0 ? NULL : PyBool_FromLong(r);
 }
 
 static int
@@ -360,23 +422,19 @@ pool_dealloc(ppy_pool *self)
 
     PyObject_GC_UnTrack(self);
     if (self->queues_ready && !self->joined) {
-        if (self->completer_started &&
-            pthread_equal(pthread_self(), self->completer_tid))
+        if (on_own_thread(self))
             return;                  /* cannot join ourselves: leak it */
         self->shut = 1;
         pp_queue_close(&self->tasks);
-        Py_BEGIN_ALLOW_THREADS
-        for (n = 0; n < self->nstarted; n++)
-            pp_thread_join(&self->workers[n].thread);
-        pp_queue_close(&self->done);
-        if (self->completer_started)
-            pp_thread_join(&self->completer);
-        Py_END_ALLOW_THREADS
+        join_threads(self);
     }
     if (self->queues_ready) {
         pp_queue_destroy(&self->tasks);
         pp_queue_destroy(&self->done);
+        pp_queue_destroy(&self->calls);
         pthread_mutex_destroy(&self->fn_mu);
+        for (n = 0; n < self->nworkers; n++)
+            pthread_mutex_destroy(&self->workers[n].lt_mu);
     }
     for (i = 0; i < self->n_fns; i++) {
         free(self->fn_module[i]);
@@ -472,7 +530,8 @@ ppy_pool_lthread(PyObject *pool_obj, int i)
 {
     ppy_pool *pool = (ppy_pool *)pool_obj;
     ppy_worker *w;
-    int64_t n;
+    ppy_lthread *lt;
+    int ended;
 
     if (i < 0 || i >= pool->nworkers) {
         PyErr_Format(PyExc_ValueError, "worker must be in 0..%d, not %d",
@@ -485,10 +544,8 @@ ppy_pool_lthread(PyObject *pool_obj, int i)
                         "or pyparallel.shutdown()); no more I/O can start");
         return NULL;
     }
-    while ((n = pp_word_get(&pool->ready)) < pool->nworkers) {
-        if (ppy_wait_word(&pool->ready, (uint32_t)n, 0, -1) < 0)
-            return NULL;
-    }
+    if (wait_ready(pool, -1) < 0)
+        return NULL;
     w = &pool->workers[i];
     if (w->init_error != NULL) {
         PyErr_Format(ppy_exc(pool->st->WorkerInitError, PyExc_RuntimeError),
@@ -496,15 +553,34 @@ ppy_pool_lthread(PyObject *pool_obj, int i)
                      "I/O:\n%s", i, w->init_error);
         return NULL;
     }
-    if (w->lt == NULL && (w->lt = ppy_lthread_start(w, i, w->interp, w->st)) == NULL)
+    /* The worker thread reads w->lt as it ends: starting a loop thread and
+     * ending the worker are serialised by lt_mu (taken with the GIL
+     * released: the starter waits for a thread that needs no main GIL, and
+     * another main thread may be waiting for the lock). */
+    Py_BEGIN_ALLOW_THREADS
+    pthread_mutex_lock(&w->lt_mu);
+    Py_END_ALLOW_THREADS
+    if (w->ending)
+        lt = NULL;
+    else if ((lt = w->lt) == NULL && (lt = ppy_lthread_start(w, i, w->interp, w->st)) != NULL)
+        w->lt = lt;
+    ended = w->ending;
+    pthread_mutex_unlock(&w->lt_mu);
+    if (ended) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "pyparallel's workers have shut down (interpreter exit "
+                        "or pyparallel.shutdown()); no more I/O can start");
         return NULL;
-    if (pp_word_get(&w->lt->started) != 1) {
+    }
+    if (lt == NULL)
+        return NULL;
+    if (pp_word_get(&lt->started) != 1) {
         PyErr_Format(PyExc_RuntimeError,
                      "the I/O loop of pyparallel worker %d failed to start "
                      "(its error was printed)", i);
         return NULL;
     }
-    return w->lt;
+    return lt;
 }
 
 int64_t

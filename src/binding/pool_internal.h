@@ -49,6 +49,9 @@ typedef struct ppy_task {
     ppy_item item;
     pp_word state;
     atomic_int waiting;    /* callers blocked in wait() */
+    atomic_int runner;     /* the worker running it, or -1 */
+    int loop_worker;       /* a client's: the worker whose loop completes it,
+                              or -1 for a submitted task */
     uint32_t fn_id;
     int failed;            /* out holds a packed exception */
     int materialized;      /* the Future was completed (main GIL) */
@@ -58,10 +61,15 @@ typedef struct ppy_task {
     ppy_pool *pool;         /* strong reference (main GIL) */
 } ppy_task;
 
+/* Which thread of a worker posted a main-thread call. */
+enum { ORIGIN_OTHER = 0, ORIGIN_TASK = 1, ORIGIN_LOOP = 2 };
+
 typedef struct ppy_maincall {
     ppy_item item;
     pp_word done;          /* 0, then 1 when out is ready */
     int wait;              /* the worker waits for the result */
+    struct ppy_worker *worker;
+    int origin;            /* ORIGIN_*: whose thread waits */
     int failed;
     pp_buf in;             /* (fn, args, kwargs) */
     pp_buf out;
@@ -83,7 +91,14 @@ typedef struct ppy_worker {
     PyObject *fini;        /* pyparallel._worker.fini */
     PyObject *fns;         /* list: fn_id -> callable, or None */
     char *init_error;      /* malloc'd traceback of a failed start */
-    ppy_lthread *lt;        /* its loop thread, once I/O needs one */
+    /* Its loop thread, once I/O needs one: started by a main thread, stopped
+     * by the worker thread as it ends; both under lt_mu. */
+    pthread_mutex_t lt_mu;
+    ppy_lthread *lt;
+    int ending;            /* the worker thread is ending: no loop thread */
+    /* Main-call thread only: this worker's task and loop threads wait for
+     * a call that the main-call thread is running (maincall.c). */
+    int task_in_main, loop_in_main;
 } ppy_worker;
 
 struct ppy_pool {
@@ -99,9 +114,13 @@ struct ppy_pool {
     int completer_started;
     pp_thread completer;
     pthread_t completer_tid;
+    int caller_started;
+    pp_thread caller;      /* the main-call thread (maincall.c) */
+    pthread_t caller_tid;
     PyInterpreterState *main_interp;
     pp_queue tasks;
-    pp_queue done;
+    pp_queue done;         /* finished tasks, for the completion thread */
+    pp_queue calls;        /* main-thread calls, for the main-call thread */
     int queues_ready;
     pp_word live;          /* worker threads not yet finished */
     pp_word ready;         /* workers past start-up */
@@ -134,7 +153,16 @@ void ppy__worker_main(void *worker);
 /* completion.c: the completion thread (pp_thread entry point). */
 void ppy__completer_main(void *pool);
 
-/* maincall.c: runs one call_from_main_thread() request (main GIL). */
+/* maincall.c */
+/* Runs one main-thread call (main GIL). */
 void ppy__run_maincall(ppy_pool *pool, ppy_maincall *mc);
+/* The main-call thread (pp_thread entry point). */
+void ppy__caller_main(void *pool);
+/* On the main-call thread, fails with RuntimeError when a wait for
+ * worker w's loop thread (loop) or task thread (!loop) could never end:
+ * that thread waits for a call this thread is running.  Elsewhere 0. */
+int ppy__check_wait_on_worker(ppy_worker *w, int loop);
+/* The same for a wait on task t. */
+int ppy__check_wait_on_task(ppy_task *t);
 
 #endif /* PPY_POOL_INTERNAL_H */

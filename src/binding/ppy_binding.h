@@ -14,6 +14,7 @@
 
 #include "pp_buf.h"
 #include "pp_sync.h"
+#include "pp_queue.h"
 
 #if PY_VERSION_HEX < 0x030C0000
 #  error "pyparallel needs CPython 3.12 or newer (per-interpreter GIL, PEP 684)"
@@ -228,6 +229,22 @@ PyObject *ppy_decode(ppy_state *st, pp_reader *r);
  * it. */
 char *ppy_exception_text(void);
 
+/* Encodes exc packed by pack (pyparallel._errors.pack_exception of the
+ * current interpreter) into out, replacing its contents; when that fails,
+ * a packed exception of class fallback_type with exc's text (or
+ * fallback_msg) instead.  Never fails; leaves no exception set. */
+void ppy_pack_exception(ppy_state *st, PyObject *pack, PyObject *exc,
+                        pp_buf *out, const char *fallback_type,
+                        const char *fallback_msg);
+
+/* Hands the pending exception (cleared here) to the main thread, which
+ * raises it at its next bytecode or pyparallel wait, as if a signal handler
+ * had raised it.  For SystemExit and KeyboardInterrupt raised on
+ * pyparallel's own main-interpreter threads.  Main GIL held. */
+void ppy_raise_in_main(void);
+/* exc is a SystemExit or a KeyboardInterrupt. */
+int ppy_is_exit_exception(PyObject *exc);
+
 /* Calls pyparallel._errors.rebuild(*packed) in the current interpreter:
  * the exception a packed one stands for.  New reference, or NULL. */
 PyObject *ppy_rebuild_exception(ppy_state *st, PyObject *packed);
@@ -239,6 +256,33 @@ PyObject *ppy_rebuild_exception(ppy_state *st, PyObject *packed);
 int64_t ppy_wait_word(pp_word *w, uint32_t expected, long spin_ns,
                       long timeout_ns);
 
+/* The same, calling check(arg) before each slice: it returns 0 to go on
+ * waiting, or -1 with an exception set to give up (a deadlock found). */
+typedef int (*ppy_wait_check)(void *arg);
+int64_t ppy_wait_word_checked(pp_word *w, uint32_t expected, long spin_ns,
+                              long timeout_ns, ppy_wait_check check, void *arg);
+
+/* A thread that serves a queue (the completion thread, the main-call
+ * thread) goes on serving it while it waits: between the slices of its
+ * waits, run() handles the rest of its current batch and anything queued
+ * since, one item at a time, in order.  run() is called with the GIL held
+ * and one node (next == NULL). */
+typedef struct ppy_pump {
+    pp_queue *queue;
+    pp_qnode *chain;             /* the batch being worked through */
+    void (*run)(void *ctx, pp_qnode *node);
+    void *ctx;
+    int depth;                   /* nested waits running items */
+} ppy_pump;
+
+/* Makes p the calling thread's pump. */
+void ppy_pump_set(ppy_pump *p);
+/* Takes the next batch from the queue (blocking), and runs it holding ts's
+ * GIL.  Returns 0 once the queue is closed and drained, else 1. */
+int ppy_pump_serve(ppy_pump *p, PyThreadState *ts);
+/* Runs the rest of the current batch (GIL held). */
+void ppy_pump_drain(ppy_pump *p);
+
 /* ---- pool (pool.c and the files beside it) ---------------------------- */
 
 extern PyType_Spec ppy_pool_spec;
@@ -249,6 +293,7 @@ extern int ppy_pools_created;
 
 /* call_from_main_thread[_and_wait]() (maincall.c). */
 PyObject *ppy_call_from_main(PyObject *module, PyObject *const *args,
-                            Py_ssize_t nargs, PyObject *kwnames, int wait);
+                             Py_ssize_t nargs, PyObject *kwnames, int wait,
+                             int internal);
 
 #endif /* PPY_BINDING_H */

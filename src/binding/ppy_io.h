@@ -45,6 +45,7 @@ struct ppy_cmd {
                                 failed) */
     int rc;                  /* 0 or -errno, set by proc */
     char *error;             /* malloc'd message, set by proc on failure */
+    ppy_lthread *lt;         /* where it was posted */
 };
 
 /* Initialises a command of a bigger struct; refs = 1 (the caller's). */
@@ -62,8 +63,9 @@ int ppy_cmd_post(ppy_lthread *lt, ppy_cmd *cmd);
  * signal handler's exception.  The caller releases cmd either way. */
 int ppy_cmd_call(ppy_lthread *lt, ppy_cmd *cmd);
 
-/* Waits for a posted cmd as ppy_cmd_call() does.  Returns 0, or -1 with the
- * signal handler's exception set. */
+/* Waits for a posted cmd as ppy_cmd_call() does.  Returns 0, or -1 with
+ * an exception set: the signal handler's, or RuntimeError when the wait
+ * could never end (the loop thread waits for the caller: see maincall.c). */
 int ppy_cmd_wait(ppy_cmd *cmd);
 
 /* ---- loop threads (lthread.c) ------------------------------------------ */
@@ -89,6 +91,9 @@ struct ppy_lthread {
     pp_conn_group clients;       /* connections made by client() */
     int clients_ready;
 };
+
+/* The loop thread running on the calling thread, or NULL. */
+ppy_lthread *ppy_current_lthread(void);
 
 /* Starts the loop thread of a worker and waits until it runs.  Main GIL
  * held.  Returns it -- check lt->started: 1 running, 2 failed to start (it
@@ -126,9 +131,14 @@ int64_t ppy_pool_fn_id(PyObject *pool, PyObject *fn);
 /* The callable for id in worker w's interpreter (resolved once).  New
  * reference, or NULL with an exception set. */
 PyObject *ppy_worker_callable(struct ppy_worker *w, uint32_t id);
-/* A Task for a Future that a loop thread will complete: state RUNNING, with
- * the pipeline's reference taken.  Main GIL.  New reference. */
-PyObject *ppy_pool_task_new(PyObject *pool, PyObject *future);
+/* A Task for a Future that worker i's loop thread will complete: state
+ * RUNNING, with the pipeline's reference taken.  Main GIL.  New
+ * reference. */
+PyObject *ppy_pool_task_new(PyObject *pool, PyObject *future, int worker);
+/* 0, or -1 with RuntimeError when the calling thread must not wait for
+ * worker w's loop thread: that loop thread waits for the caller (a
+ * function it runs through call_from_main_thread_and_wait()). */
+int ppy_check_wait_on_loop(struct ppy_worker *w);
 /* Completes such a task from worker w's interpreter: with value, or, when
  * value is NULL, with the pending exception (cleared).  Worker GIL held. */
 void ppy_task_finish(struct ppy_worker *w, PyObject *task, PyObject *value);

@@ -374,6 +374,21 @@ fail:
     return NULL;
 }
 
+/* A wait for every worker's loop must not start on a thread one of those
+ * loops waits for (see maincall.c). */
+static int
+check_loops(void *server)
+{
+    ppy_server *self = server;
+    int i;
+
+    for (i = 0; i < self->nworkers; i++) {
+        if (self->lts[i] && ppy_check_wait_on_loop(self->lts[i]->worker) < 0)
+            return -1;
+    }
+    return 0;
+}
+
 /* Closes every worker's endpoint, waits (timeout_ns < 0: for ever) until
  * each is reaped, then closes the listeners.  Returns 0, 1 on timeout, or
  * -1 with an exception set (Ctrl-C). */
@@ -410,7 +425,8 @@ server_shutdown(ppy_server *self, long timeout_ns)
                     return 1;
                 left = timeout_ns - (long)spent;
             }
-            if (ppy_wait_word(&self->sh->live, live, 0, left) < 0)
+            if (ppy_wait_word_checked(&self->sh->live, live, 0, left,
+                                      check_loops, self) < 0)
                 return -1;
         }
     }

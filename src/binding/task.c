@@ -22,6 +22,8 @@ ppy__task_new(ppy_pool *pool, PyObject *future, uint32_t fn_id, uint32_t state)
     t->item.kind = ITEM_TASK;
     pp_word_init(&t->state, state);
     atomic_init(&t->waiting, 0);
+    atomic_init(&t->runner, -1);
+    t->loop_worker = -1;
     t->fn_id = fn_id;
     t->failed = 0;
     t->materialized = 0;
@@ -97,6 +99,12 @@ ppy__task_materialize(ppy_task *t)
 
 /* ---- the Task type ---------------------------------------------------- */
 
+static int
+check_task(void *t)
+{
+    return ppy__check_wait_on_task(t);
+}
+
 /* wait(timeout=None) -> bool: True once the task is finished or cancelled,
  * its Future then complete. */
 static PyObject *
@@ -133,7 +141,7 @@ task_wait(ppy_task *t, PyObject *args)
             left = timeout_ns - (long)spent;
         }
         atomic_fetch_add(&t->waiting, 1);
-        seen = ppy_wait_word(&t->state, s, spin, left);
+        seen = ppy_wait_word_checked(&t->state, s, spin, left, check_task, t);
         atomic_fetch_sub(&t->waiting, 1);
         if (seen < 0)
             return NULL;
@@ -218,13 +226,14 @@ PyType_Spec ppy_task_spec = {
 };
 
 PyObject *
-ppy_pool_task_new(PyObject *pool_obj, PyObject *future)
+ppy_pool_task_new(PyObject *pool_obj, PyObject *future, int worker)
 {
     ppy_pool *pool = (ppy_pool *)pool_obj;
     ppy_task *t = ppy__task_new(pool, future, FN_PICKLED, TASK_RUNNING);
 
     if (t == NULL)
         return NULL;
+    t->loop_worker = worker;
     Py_INCREF(t);                    /* the pipeline's reference */
     return (PyObject *)t;
 }

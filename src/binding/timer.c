@@ -95,6 +95,7 @@ static void
 start_free(ppy_cmd *cmd)
 {
     pp_buf_free(&((start_cmd *)cmd)->in);
+    tshared_release(((start_cmd *)cmd)->sh);
     free(cmd);
 }
 
@@ -167,6 +168,32 @@ typedef struct {
     int worker;
 } ppy_timer_obj;
 
+/* Posts a cancel of self's timer (commands run in order, so it also stops
+ * one whose start is still queued).  Returns the command, with a reference
+ * for the caller, or NULL when the loop thread has gone (it cancelled its
+ * timers itself) or memory ran out (with MemoryError set). */
+static cancel_cmd *
+post_cancel(ppy_timer_obj *self)
+{
+    cancel_cmd *cc = calloc(1, sizeof(*cc));
+
+    if (cc == NULL) {
+        PyErr_NoMemory();
+        return NULL;
+    }
+    ppy_cmd_init(&cc->base, cancel_proc);
+    cc->base.free = cancel_free;
+    cc->sh = self->sh;
+    atomic_fetch_add(&self->sh->refs, 1);
+    if (ppy_cmd_post(self->lt, &cc->base) < 0) {
+        ppy_cmd_release(&cc->base);
+        return NULL;
+    }
+    return cc;
+}
+
+
+
 /* Timer(pool, worker, delay, period, fn, args, kwargs) */
 static PyObject *
 timer_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
@@ -201,7 +228,7 @@ timer_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
         PyErr_NoMemory();
         goto fail;
     }
-    atomic_init(&self->sh->refs, 1);
+    atomic_init(&self->sh->refs, 2);    /* ours, and the start command's */
     ppy_cmd_init(&sc->base, start_proc);
     sc->base.free = start_free;
     sc->sh = self->sh;
@@ -209,8 +236,21 @@ timer_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     sc->period_ns = (uint64_t)(period * 1e9);
     if ((sc->fn_id = ppy_pool_fn_id(pool, fn)) == -1 ||
         (sc->fn_id == -2 && ppy_encode(st, fn, &sc->in, "the callable") < 0) ||
-        ppy_encode_call(st, fn, fargs, fkwargs, &sc->in) < 0 ||
-        ppy_cmd_call(self->lt, &sc->base) < 0) {
+        ppy_encode_call(st, fn, fargs, fkwargs, &sc->in) < 0) {
+        ppy_cmd_release(&sc->base);
+        goto fail;
+    }
+    if (ppy_cmd_call(self->lt, &sc->base) < 0) {
+        /* Not waited for (Ctrl-C, or a wait that could never end): the
+         * start may still run, so a cancel goes after it. */
+        if (pp_word_get(&sc->base.done) == 0) {
+            PyObject *exc = PyErr_GetRaisedException();
+            cancel_cmd *cc = post_cancel(self);
+            if (cc)
+                ppy_cmd_release(&cc->base);
+            PyErr_Clear();
+            PyErr_SetRaisedException(exc);
+        }
         ppy_cmd_release(&sc->base);
         goto fail;
     }
@@ -243,14 +283,13 @@ timer_cancel(ppy_timer_obj *self, PyObject *unused)
     (void)unused;
     if (self->sh == NULL || !atomic_load(&self->sh->active))
         Py_RETURN_NONE;
-    if ((cc = calloc(1, sizeof(*cc))) == NULL)
-        return PyErr_NoMemory();
-    ppy_cmd_init(&cc->base, cancel_proc);
-    cc->base.free = cancel_free;
-    cc->sh = self->sh;
-    atomic_fetch_add(&self->sh->refs, 1);
-    /* A loop thread already gone has cancelled every timer itself. */
-    rc = ppy_cmd_post(self->lt, &cc->base) == 0 ? ppy_cmd_wait(&cc->base) : 0;
+    if ((cc = post_cancel(self)) == NULL) {
+        /* A loop thread already gone has cancelled every timer itself. */
+        if (PyErr_Occurred())
+            return NULL;
+        Py_RETURN_NONE;
+    }
+    rc = ppy_cmd_wait(&cc->base);
     ppy_cmd_release(&cc->base);
     if (rc < 0)
         return NULL;

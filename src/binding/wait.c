@@ -1,27 +1,94 @@
-/* wait.c -- blocking waits in the binding that let Ctrl-C through.
+/* wait.c -- blocking waits in the binding.
  *
  * Every wait on another thread releases the GIL and sleeps on a pp_word in
- * slices, running signal handlers between them, so that Ctrl-C reaches a
- * main thread blocked in pyparallel.
+ * slices.  Between slices it runs what a blocked thread must not hold up:
+ *
+ *   - signal handlers (Ctrl-C reaches a main thread blocked in pyparallel),
+ *     and pending calls: an exception raised in a main-thread call or a
+ *     Future callback is delivered to the main thread that way (exc.c);
+ *   - the waiter's own queue, when the waiter is a thread that serves one
+ *     (the completion thread, the main-call thread: see ppy_pump): a
+ *     function run by the main-call thread that waits on a worker lets the
+ *     calls queued behind it run meanwhile, so that a worker waiting on
+ *     one of those is not stuck behind it;
+ *   - the caller's deadlock check, which raises when the wait could only
+ *     end after something that waits on the waiter itself.
  */
 #include "ppy_binding.h"
+#include "pp_queue.h"
 #include "pp_sync.h"
 
-/* Waits give Ctrl-C a chance this often. */
+/* Waits give Ctrl-C a chance this often... */
 #define SIGNAL_SLICE_NS 50000000L
+/* ...and a thread serving a queue looks at it this often. */
+#define PUMP_SLICE_NS 1000000L
 
-/* Waits on a word while it holds expected, with the GIL released, in slices
- * that let signal handlers run.  timeout_ns < 0: no limit.  Returns the
- * value seen, or -1 with an exception set (KeyboardInterrupt). */
+/* Items run by nested waits at most this deep (each level is an item
+ * that is itself waiting). */
+#define PUMP_MAX_DEPTH 32
+
+static _Thread_local ppy_pump *current_pump;
+
+void
+ppy_pump_set(ppy_pump *pump)
+{
+    current_pump = pump;
+}
+
+void
+ppy_pump_drain(ppy_pump *p)
+{
+    pp_qnode *node;
+
+    p->depth++;
+    while ((node = p->chain) != NULL) {
+        p->chain = node->next;
+        node->next = NULL;
+        p->run(p->ctx, node);
+    }
+    p->depth--;
+}
+
+int
+ppy_pump_serve(ppy_pump *p, PyThreadState *ts)
+{
+    if (p->chain == NULL)
+        p->chain = pp_queue_pop_all(p->queue, 0);
+    if (p->chain == NULL)
+        return 0;                      /* closed and drained */
+    PyEval_RestoreThread(ts);
+    ppy_pump_drain(p);
+    PyEval_SaveThread();
+    return 1;
+}
+
+/* Runs what has queued up for the waiting thread meanwhile: the rest of
+ * the batch it was working through, then anything new. */
+static void
+pump(void)
+{
+    ppy_pump *p = current_pump;
+
+    if (p == NULL || p->depth >= PUMP_MAX_DEPTH)
+        return;
+    if (p->chain == NULL && pp_queue_len(p->queue) > 0)
+        p->chain = pp_queue_take_all(p->queue);
+    if (p->chain)
+        ppy_pump_drain(p);
+}
+
 int64_t
-ppy_wait_word(pp_word *w, uint32_t expected, long spin_ns, long timeout_ns)
+ppy_wait_word_checked(pp_word *w, uint32_t expected, long spin_ns,
+                      long timeout_ns, ppy_wait_check check, void *arg)
 {
     uint64_t start = pp_now_ns();
     uint32_t seen = expected;
 
     for (;;) {
-        long slice = SIGNAL_SLICE_NS;
+        long slice = current_pump ? PUMP_SLICE_NS : SIGNAL_SLICE_NS;
 
+        if (check && check(arg) < 0)
+            return -1;
         if (timeout_ns >= 0) {
             uint64_t spent = pp_now_ns() - start;
             if (spent >= (uint64_t)timeout_ns)
@@ -35,7 +102,14 @@ ppy_wait_word(pp_word *w, uint32_t expected, long spin_ns, long timeout_ns)
         spin_ns = 0;
         if (seen != expected)
             return seen;
-        if (PyErr_CheckSignals() < 0)
+        if (PyErr_CheckSignals() < 0 || Py_MakePendingCalls() < 0)
             return -1;
+        pump();
     }
+}
+
+int64_t
+ppy_wait_word(pp_word *w, uint32_t expected, long spin_ns, long timeout_ns)
+{
+    return ppy_wait_word_checked(w, expected, spin_ns, timeout_ns, NULL, NULL);
 }

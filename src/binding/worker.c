@@ -119,29 +119,12 @@ static void
 report_exception(ppy_worker *w, ppy_task *t)
 {
     static ppy_state bare = {.worker_id = 0};  /* no pickle: builtins only */
-    ppy_state *st = w->st ? w->st : &bare;
-    PyObject *exc = PyErr_GetRaisedException(), *packed = NULL;
+    PyObject *exc = PyErr_GetRaisedException();
 
     t->failed = 1;
-    t->out.len = 0;
-    if (w->pack_exception)
-        packed = PyObject_CallOneArg(w->pack_exception, exc);
-    if (packed == NULL || ppy_encode(st, packed, &t->out, "exception") < 0) {
-        /* pyparallel itself is unusable here (a failed start): send the
-         * text, named so that main rebuilds the right class. */
-        PyObject *msg = exc ? PyObject_Str(exc) : NULL;
-        const char *type_name = w->init_error
-            ? "pyparallel._errors.WorkerInitError" : "builtins.SystemError";
-        PyErr_Clear();
-        t->out.len = 0;
-        Py_XDECREF(packed);
-        packed = Py_BuildValue("(OsOs)", Py_None, type_name,
-                               msg ? msg : Py_None, "");
-        Py_XDECREF(msg);
-        if (packed == NULL || ppy_encode(st, packed, &t->out, "exception") < 0)
-            PyErr_Clear();
-    }
-    Py_XDECREF(packed);
+    ppy_pack_exception(w->st ? w->st : &bare, w->pack_exception, exc, &t->out,
+                       w->init_error ? "pyparallel._errors.WorkerInitError"
+                                     : "builtins.SystemError", NULL);
     Py_XDECREF(exc);
 }
 
@@ -184,6 +167,7 @@ void
 ppy__worker_main(void *arg)
 {
     ppy_worker *w = arg;
+    ppy_lthread *lt;
     ppy_pool *pool = w->pool;
     pp_qnode *node;
     int claimed = 0;
@@ -210,6 +194,7 @@ ppy__worker_main(void *arg)
         ppy_task *t = pp_container_of(node, ppy_task, item.node);
 
         claimed = 0;
+        atomic_store(&t->runner, w->index);   /* before RUNNING shows */
         if (pp_word_cas(&t->state, TASK_PENDING, TASK_RUNNING)) {
             PyEval_RestoreThread(w->ts);
             run_task(w, t);
@@ -232,8 +217,12 @@ ppy__worker_main(void *arg)
     /* The loop thread goes first: it closes its connections (running their
      * connection_lost) and deletes its thread state, and Py_EndInterpreter
      * wants to be the interpreter's last thread. */
-    if (w->lt)
-        ppy_lthread_stop_join(w->lt);   /* freed with the pool */
+    pthread_mutex_lock(&w->lt_mu);
+    w->ending = 1;                    /* no loop thread starts after this */
+    lt = w->lt;
+    pthread_mutex_unlock(&w->lt_mu);
+    if (lt)
+        ppy_lthread_stop_join(lt);    /* freed with the pool */
     PyEval_RestoreThread(w->ts);
     if (w->fini) {
         PyObject *r = PyObject_CallNoArgs(w->fini);

@@ -61,7 +61,7 @@ class _MainImportsFirst:
         spec = PathFinder.find_spec(name, path)
         if spec is not None and isinstance(spec.loader, ExtensionFileLoader):
             from . import _pyparallel
-            _pyparallel.call_from_main_thread_and_wait(_import_in_main, name)
+            _pyparallel._call_in_main(_import_in_main, name)
         return None            # the usual finders take it from here
 
 
@@ -147,7 +147,7 @@ def _import(modname):
             raise
         # main's sys.path may have grown since this worker started.
         from . import _pyparallel
-        path = _pyparallel.call_from_main_thread_and_wait(_main_sys_path)
+        path = _pyparallel._call_in_main(_main_sys_path)
         if path == sys.path:
             raise
         sys.path[:] = path
