@@ -21,6 +21,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+_Thread_local ppy_lthread *ppy_lthread_current;
+
 /* ---- commands ----------------------------------------------------------- */
 
 void
@@ -204,6 +206,7 @@ lthread_main(void *arg)
     pp_link *l, *next;
     ppy_cmd *cmd;
 
+    ppy_lthread_current = lt;
     lt->ts = PyThreadState_New(lt->interp);
     PyEval_RestoreThread(lt->ts);
     if (lthread_setup(lt) < 0) {
@@ -245,6 +248,7 @@ lthread_main(void *arg)
     PyThreadState_Clear(lt->ts);
     PyThreadState_DeleteCurrent();
     lt->ts = NULL;
+    ppy_lthread_current = NULL;
 }
 
 ppy_lthread *

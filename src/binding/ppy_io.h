@@ -90,6 +90,10 @@ struct ppy_lthread {
     int clients_ready;
 };
 
+/* The loop thread running on this OS thread, or NULL on any other thread:
+ * what engine objects (a pp_conn, the loop) this thread may touch. */
+extern _Thread_local ppy_lthread *ppy_lthread_current;
+
 /* Starts the loop thread of a worker and waits until it runs.  Main GIL
  * held.  Returns it -- check lt->started: 1 running, 2 failed to start (it
  * printed why) -- or NULL with an exception set. */
