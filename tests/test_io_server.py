@@ -5,7 +5,9 @@ import them by name); callbacks report back through io_protocols.emit."""
 import errno
 import os
 import shutil
+import signal
 import socket
+import sys
 import tempfile
 import threading
 import time
@@ -687,3 +689,87 @@ def test_stats_per_worker(tag, n_workers):
         assert sum(w["accepted"] for w in st["workers"]) == st["accepted"] == 4 * n_workers
         assert sum(w["connections"] for w in st["workers"]) == st["connections"]
     assert srv.stats()["accepted"] == 0            # closed: counters are gone
+
+
+
+CTRL_C_DURING_START = """
+import signal, socket, sys, time
+import pyparallel
+import tasks
+
+
+def slow_handler(signum, frame):
+    # Ctrl-C whose handler runs long enough for the worker to finish the
+    # start that main stopped waiting for.
+    time.sleep(4)
+    raise KeyboardInterrupt
+
+
+if __name__ == "__main__":
+    # Imported here, not at the top: workers run the top of this script, and
+    # must import the protocol's module only when the server's start command
+    # asks for the class (slowly: see slow_import_protocol).
+    import slow_import_protocol
+    if sys.argv[1] == "slow-handler":
+        signal.signal(signal.SIGINT, slow_handler)
+    pyparallel.configure(workers=2)
+    pyparallel.submit(tasks.noop).result(60)          # the workers are up
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    try:
+        srv = pyparallel.server("127.0.0.1", port, slow_import_protocol.Echo)
+    except KeyboardInterrupt:
+        print("server() raised KeyboardInterrupt", flush=True)
+    else:
+        print("server() returned", srv, flush=True)
+        sys.exit(1)
+    # A listener of our own, opened at once: it may get the number of a
+    # listener server() closed.  Nobody but us may accept on it, even after
+    # the worker's slow start has finished.
+    trap = socket.socket()
+    trap.bind(("127.0.0.1", 0))
+    trap.listen()
+    time.sleep(3)
+    with socket.create_connection(trap.getsockname(), timeout=10) as c:
+        c.sendall(b"ping")
+        trap.settimeout(10)
+        try:
+            conn, _ = trap.accept()
+        except TimeoutError:
+            print("a worker accepted the connection to our own listener",
+                  flush=True)
+            sys.exit(1)
+        assert conn.recv(4) == b"ping"
+        conn.close()
+    trap.close()
+    print("our listener is ours", flush=True)
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=10).close()
+    except ConnectionRefusedError:
+        print("nothing accepts", flush=True)
+    with socket.socket() as s:         # no SO_REUSEPORT: free, or EADDRINUSE
+        s.bind(("127.0.0.1", port))
+        s.listen()
+    print("port free", flush=True)
+"""
+
+
+@pytest.mark.parametrize("handler", ["default", "slow-handler"])
+def test_ctrl_c_while_server_starts_leaves_nothing_listening(tmp_path, handler):
+    # server() waits for each worker to start its endpoint.  A Ctrl-C during
+    # that wait must not leave the start to finish unseen: with the default
+    # handler the start completes after server() has raised (and closed its
+    # listeners); with a slow handler it completes before server() cleans
+    # up.  Either way server() raises KeyboardInterrupt, nothing accepts on
+    # the port or on a socket opened afterwards, and the process exits at
+    # once, with no second Ctrl-C.
+    path = support.write_script(tmp_path, CTRL_C_DURING_START)
+    r, elapsed = support.run_until_ready_then_signal(
+        [sys.executable, path, handler], sig=signal.SIGINT,
+        ready="importing in a worker", timeout=60)
+    r.assert_clean_exit(0)
+    for line in ("server() raised KeyboardInterrupt", "our listener is ours",
+                 "nothing accepts", "port free"):
+        assert line in r.stdout, r.describe()

@@ -154,16 +154,34 @@ start_proc(ppy_lthread *lt, ppy_cmd *cmd)
     sc->ws = ws;
 }
 
+/* Closes ws, or whatever endpoint `start` made: a start whose outcome main
+ * never saw (Ctrl-C while server() waited for it).  It was posted to the
+ * same loop thread before this command, so it has run by now. */
 typedef struct {
     ppy_cmd base;
     ppy_wsrv *ws;
+    start_cmd *start;            /* a reference, or NULL */
 } close_cmd;
 
 static void
 close_proc(ppy_lthread *lt, ppy_cmd *cmd)
 {
+    close_cmd *cc = (close_cmd *)cmd;
+    ppy_wsrv *ws = cc->ws ? cc->ws : cc->start ? cc->start->ws : NULL;
+
     (void)lt;
-    wsrv_close(&((close_cmd *)cmd)->ws->ep);
+    if (ws)
+        wsrv_close(&ws->ep);
+}
+
+static void
+close_free(ppy_cmd *cmd)
+{
+    close_cmd *cc = (close_cmd *)cmd;
+
+    if (cc->start)
+        ppy_cmd_release(&cc->start->base);
+    free(cc);
 }
 
 typedef struct {
@@ -193,6 +211,8 @@ typedef struct {
     int nworkers;
     ppy_lthread **lts;            /* per worker */
     ppy_wsrv **ws;                /* per worker, NULL where not started */
+    start_cmd **starts;          /* per worker: a start posted but not seen
+                                    through (Ctrl-C), with a reference */
     int *fds;                    /* listeners */
     int nfds;
     int port;
@@ -221,7 +241,7 @@ listen_error(int rc, const char *host, int port, const char *unix_path)
     return NULL;
 }
 
-static int server_shutdown(ppy_server *self, long timeout_ns);
+static int server_shutdown(ppy_server *self, int64_t timeout_ns);
 
 static PyObject *
 server_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
@@ -262,9 +282,10 @@ server_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     n = self->nworkers = ppy_pool_nworkers(pool);
     self->lts = calloc((size_t)n, sizeof(*self->lts));
     self->ws = calloc((size_t)n, sizeof(*self->ws));
+    self->starts = calloc((size_t)n, sizeof(*self->starts));
     self->fds = malloc((size_t)n * sizeof(int));
     self->sh = sh = calloc(1, sizeof(*sh));
-    if (!self->lts || !self->ws || !self->fds || !sh) {
+    if (!self->lts || !self->ws || !self->starts || !self->fds || !sh) {
         PyErr_NoMemory();
         goto fail;
     }
@@ -344,7 +365,15 @@ server_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
         sc->sh = sh;
         sc->fd = self->fds[self->nfds == 1 ? 0 : i];
         if (ppy_cmd_call(self->lts[i], &sc->base) < 0) {
-            ppy_cmd_release(&sc->base);
+            /* Not posted (the loop thread has stopped), or interrupted
+             * (Ctrl-C) while the loop thread may still run it: then the
+             * close below refers to this command, and runs after it. */
+            if (pp_word_get(&sc->base.done)) {
+                self->ws[i] = sc->ws;
+                ppy_cmd_release(&sc->base);
+            } else {
+                self->starts[i] = sc;
+            }
             goto fail;
         }
         self->ws[i] = sc->ws;
@@ -374,44 +403,76 @@ fail:
     return NULL;
 }
 
+/* Waits while *w == expected, up to the deadline (timeout_ns < 0: none)
+ * counted from start.  Returns 0 once it changed, 1 on timeout, -1 with an
+ * exception set (Ctrl-C). */
+static int
+wait_change(pp_word *w, uint32_t expected, uint64_t start, int64_t timeout_ns)
+{
+    int64_t left = -1;
+
+    if (timeout_ns >= 0) {
+        uint64_t spent = pp_now_ns() - start;
+        if (spent >= (uint64_t)timeout_ns)
+            return 1;
+        left = timeout_ns - (int64_t)spent;
+    }
+    return ppy_wait_word(w, expected, 0, left) < 0 ? -1 : 0;
+}
+
 /* Closes every worker's endpoint, waits (timeout_ns < 0: for ever) until
  * each is reaped, then closes the listeners.  Returns 0, 1 on timeout, or
  * -1 with an exception set (Ctrl-C). */
 static int
-server_shutdown(ppy_server *self, long timeout_ns)
+server_shutdown(ppy_server *self, int64_t timeout_ns)
 {
-    int i;
+    int i, rc;
     uint64_t start = pp_now_ns();
 
     if (self->closed == 2)
         return 0;
     if (self->closed == 0) {
         self->closed = 1;
-        for (i = 0; i < self->nworkers; i++) {
+        for (i = 0; self->ws && self->starts && i < self->nworkers; i++) {
             close_cmd *cc;
-            if (self->ws == NULL || self->ws[i] == NULL)
+            if (self->ws[i] == NULL && self->starts[i] == NULL)
                 continue;
             if ((cc = calloc(1, sizeof(*cc))) == NULL)
                 return PyErr_NoMemory(), -1;
             ppy_cmd_init(&cc->base, close_proc);
+            cc->base.free = close_free;
             cc->ws = self->ws[i];
             self->ws[i] = NULL;
-            (void)ppy_cmd_post(self->lts[i], &cc->base);  /* gone: closed already */
+            if (self->starts[i]) {
+                cc->start = self->starts[i];
+                atomic_fetch_add(&cc->start->base.refs, 1);
+            }
+            /* Not posted: that loop thread has stopped, and it closed
+             * every endpoint it had (a start that ran included). */
+            (void)ppy_cmd_post(self->lts[i], &cc->base);
             ppy_cmd_release(&cc->base);
+        }
+    }
+    /* A start main stopped waiting for may still be running, and it uses
+     * a listener: the listeners stay open until it is done.  (Its endpoint,
+     * if it made one, counts in live from then on, until the close above
+     * has run after it.) */
+    for (i = 0; self->starts && i < self->nworkers; i++) {
+        start_cmd *sc = self->starts[i];
+        while (sc && pp_word_get(&sc->base.done) == 0) {
+            if ((rc = wait_change(&sc->base.done, 0, start, timeout_ns)) != 0)
+                return rc;
+        }
+        if (sc) {
+            self->starts[i] = NULL;
+            ppy_cmd_release(&sc->base);
         }
     }
     if (self->sh) {
         uint32_t live;
         while ((live = pp_word_get(&self->sh->live)) > 0) {
-            long left = -1;
-            if (timeout_ns >= 0) {
-                uint64_t spent = pp_now_ns() - start;
-                if (spent >= (uint64_t)timeout_ns)
-                    return 1;
-                left = timeout_ns - (long)spent;
-            }
-            if (ppy_wait_word(&self->sh->live, live, 0, left) < 0)
-                return -1;
+            if ((rc = wait_change(&self->sh->live, live, start, timeout_ns)) != 0)
+                return rc;
         }
     }
     for (i = 0; i < self->nfds; i++)
@@ -555,6 +616,12 @@ server_dealloc(ppy_server *self)
     }
     if (self->sh)
         shared_release(self->sh);
+    for (int i = 0; self->starts && i < self->nworkers; i++) {
+        /* Left by an interrupted shutdown (whose listeners stay open). */
+        if (self->starts[i])
+            ppy_cmd_release(&self->starts[i]->base);
+    }
+    free(self->starts);
     free(self->lts);
     free(self->ws);
     free(self->fds);
