@@ -164,6 +164,14 @@ heap_remove(pp_loop *loop, pp_timer *t)
         heap_down(loop, i);
 }
 
+/* a + b, or UINT64_MAX where that overflows: a deadline that far off is
+ * never reached, where a wrapped one would be due at once. */
+static uint64_t
+add_saturating(uint64_t a, uint64_t b)
+{
+    return b > UINT64_MAX - a ? UINT64_MAX : a + b;
+}
+
 int
 pp_timer_start(pp_loop *loop, pp_timer *timer, uint64_t delay_ns,
                uint64_t period_ns, pp_timer_proc proc, void *data)
@@ -179,7 +187,7 @@ pp_timer_start(pp_loop *loop, pp_timer *timer, uint64_t delay_ns,
         loop->heap = heap;
         loop->heap_cap = cap;
     }
-    timer->deadline = pp_now_ns() + delay_ns;
+    timer->deadline = add_saturating(pp_now_ns(), delay_ns);
     timer->period = period_ns;
     timer->proc = proc;
     timer->data = data;
@@ -211,9 +219,9 @@ run_timers(pp_loop *loop)
         heap_remove(loop, t);
         if (t->period) {
             /* Re-armed before the call, so the callback may stop it. */
-            t->deadline += t->period;
+            t->deadline = add_saturating(t->deadline, t->period);
             if (t->deadline <= now)
-                t->deadline = now + t->period;
+                t->deadline = add_saturating(now, t->period);
             heap_insert(loop, t);  /* cannot fail: a slot was just freed */
         }
         loop->stats.timers_fired++;

@@ -216,7 +216,9 @@ struct pp_timer {
  * timer that falls behind skips the missed beats rather than firing in a
  * burst.  A timer started from a timer callback never fires in the same
  * phase, so a zero-delay timer that restarts itself cannot starve I/O.
- * Returns 0 or -ENOMEM. */
+ * Deadlines saturate: a delay (or period) too big to add to the clock
+ * means a deadline of UINT64_MAX, never reached, rather than one that
+ * wraps round into the past.  Returns 0 or -ENOMEM. */
 int pp_timer_start(pp_loop *loop, pp_timer *timer, uint64_t delay_ns,
                    uint64_t period_ns, pp_timer_proc proc, void *data);
 

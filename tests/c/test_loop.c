@@ -369,6 +369,42 @@ test_timers_fire_in_order(void)
     free_loop(loop);
 }
 
+/* A delay or period too big to add to the clock saturates: the timer is
+ * not due before UINT64_MAX, where a wrapped deadline would fire at once. */
+static void
+test_timer_huge_delay_saturates(void)
+{
+    pp_loop *loop = new_loop();
+    tick late, later, beat, soon;
+
+    memset(&late, 0, sizeof late);
+    memset(&later, 0, sizeof later);
+    memset(&beat, 0, sizeof beat);
+    memset(&soon, 0, sizeof soon);
+    norder = 0;
+    late.id = 1;
+    later.id = 2;
+    beat.id = 3;
+    soon.id = 4;
+    ASSERT_EQ(pp_timer_start(loop, &late.timer, UINT64_MAX, 0, record, &late), 0);
+    ASSERT_EQ(pp_timer_start(loop, &later.timer, UINT64_MAX - 10, 0, record,
+                             &later), 0);
+    ASSERT_EQ(pp_timer_start(loop, &beat.timer, 0, UINT64_MAX, record, &beat), 0);
+    ASSERT_EQ(late.timer.deadline, UINT64_MAX);
+    ASSERT_EQ(later.timer.deadline, UINT64_MAX);
+    ASSERT_EQ(pp_timer_start(loop, &soon.timer, 20 * MS, 0, record, &soon), 0);
+    run_until(loop, &soon.fires, 1);
+    ASSERT_EQ(late.fires, 0);
+    ASSERT_EQ(later.fires, 0);
+    ASSERT_EQ(beat.fires, 1);          /* once, then not before UINT64_MAX */
+    ASSERT_EQ(beat.timer.deadline, UINT64_MAX);
+    ASSERT_TRUE(pp_timer_active(&late.timer) && pp_timer_active(&beat.timer));
+    pp_timer_stop(loop, &late.timer);
+    pp_timer_stop(loop, &later.timer);
+    pp_timer_stop(loop, &beat.timer);
+    free_loop(loop);
+}
+
 /* Many timers with random delays, a third cancelled: the rest fire in
  * (deadline, start order) order, the cancelled never. */
 #define NRAND 2000
@@ -940,6 +976,7 @@ main(void)
     RUN_TEST(test_wakeup_ping_pong);
     RUN_TEST(test_wakeup_burst);
     RUN_TEST(test_timers_fire_in_order);
+    RUN_TEST(test_timer_huge_delay_saturates);
     RUN_TEST(test_timer_heap_random);
     RUN_TEST(test_timer_periodic);
     RUN_TEST(test_timer_periodic_skips_missed);
