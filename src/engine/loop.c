@@ -176,6 +176,14 @@ int
 pp_timer_start(pp_loop *loop, pp_timer *timer, uint64_t delay_ns,
                uint64_t period_ns, pp_timer_proc proc, void *data)
 {
+    return pp_timer_start_at(loop, timer, add_saturating(pp_now_ns(), delay_ns),
+                             period_ns, proc, data);
+}
+
+int
+pp_timer_start_at(pp_loop *loop, pp_timer *timer, uint64_t deadline,
+                  uint64_t period_ns, pp_timer_proc proc, void *data)
+{
     if (timer->heap_pos)
         heap_remove(loop, timer);
     if (loop->nheap == loop->heap_cap) {
@@ -187,7 +195,7 @@ pp_timer_start(pp_loop *loop, pp_timer *timer, uint64_t delay_ns,
         loop->heap = heap;
         loop->heap_cap = cap;
     }
-    timer->deadline = add_saturating(pp_now_ns(), delay_ns);
+    timer->deadline = deadline;
     timer->period = period_ns;
     timer->proc = proc;
     timer->data = data;

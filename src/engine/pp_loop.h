@@ -222,6 +222,12 @@ struct pp_timer {
 int pp_timer_start(pp_loop *loop, pp_timer *timer, uint64_t delay_ns,
                    uint64_t period_ns, pp_timer_proc proc, void *data);
 
+/* The same with an absolute deadline (a pp_now_ns() value; one in the past
+ * is due at once): timers given the very same deadline fire in the order
+ * they were started. */
+int pp_timer_start_at(pp_loop *loop, pp_timer *timer, uint64_t deadline,
+                      uint64_t period_ns, pp_timer_proc proc, void *data);
+
 /* Cancels the timer if it is active; its memory may be reused at once, also
  * from its own callback or from another timer's callback in the same
  * phase (it then does not fire). */

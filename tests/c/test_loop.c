@@ -317,7 +317,7 @@ typedef struct tick {
     int fires;
 } tick;
 
-static int order[64];
+static int order[128];
 static int norder;
 
 static void
@@ -366,6 +366,66 @@ test_timers_fire_in_order(void)
         ASSERT_GE(k[i].fired_at, k[i].started + k[i].delay);
     }
     ASSERT_EQ(stats(loop).timers_fired, 5);
+    free_loop(loop);
+}
+
+/* Timers given the very same deadline fire in the order they were started
+ * (the heap orders by (deadline, seq)), also with earlier and later timers
+ * mixed in and some of them cancelled and restarted.  pp_timer_start()
+ * reads the clock for each timer, so only pp_timer_start_at() can make
+ * deadlines really equal. */
+#define NSAME 40
+
+static void
+test_timers_same_deadline_fire_in_start_order(void)
+{
+    pp_loop *loop = new_loop();
+    tick same[NSAME], other[NSAME];
+    uint64_t deadline = pp_now_ns() + 5 * MS;
+    uint32_t seed = 12345;
+    int i, n = 0;
+
+    memset(same, 0, sizeof(same));
+    memset(other, 0, sizeof(other));
+    norder = 0;
+    for (i = 0; i < NSAME; i++) {
+        seed = seed * 1103515245u + 12345u;
+        other[i].id = 1000 + i;
+        /* Before, at or after the shared deadline, in no order. */
+        ASSERT_EQ(pp_timer_start_at(loop, &other[i].timer,
+                                    deadline - 2 * MS + (seed >> 16) % 5 * MS,
+                                    0, record, &other[i]), 0);
+        same[i].id = i;
+        ASSERT_EQ(pp_timer_start_at(loop, &same[i].timer, deadline, 0, record,
+                                    &same[i]), 0);
+    }
+    /* A restarted timer goes to the back of its deadline's line. */
+    pp_timer_stop(loop, &same[3].timer);
+    ASSERT_EQ(pp_timer_start_at(loop, &same[3].timer, deadline, 0, record,
+                                &same[3]), 0);
+    pp_timer_stop(loop, &other[7].timer);
+    while (n < 2 * NSAME - 1) {
+        ASSERT_EQ(pp_loop_run_once(loop, -1), 0);
+        n = norder;
+    }
+    {
+        int prev = -1, seen = 0;
+        for (i = 0; i < norder; i++) {
+            int id = order[i];
+            if (id >= 1000)
+                continue;
+            if (id == 3) {           /* restarted: last */
+                ASSERT_EQ(seen, NSAME - 1);
+                continue;
+            }
+            ASSERT_LT(prev, id);
+            prev = id;
+            seen++;
+        }
+        ASSERT_EQ(seen, NSAME - 1);
+    }
+    for (i = 0; i < NSAME; i++)
+        ASSERT_EQ(same[i].fires, 1);
     free_loop(loop);
 }
 
@@ -976,6 +1036,7 @@ main(void)
     RUN_TEST(test_wakeup_ping_pong);
     RUN_TEST(test_wakeup_burst);
     RUN_TEST(test_timers_fire_in_order);
+    RUN_TEST(test_timers_same_deadline_fire_in_start_order);
     RUN_TEST(test_timer_huge_delay_saturates);
     RUN_TEST(test_timer_heap_random);
     RUN_TEST(test_timer_periodic);
