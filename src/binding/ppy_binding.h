@@ -178,6 +178,20 @@ PyObject *ppy_rebuild_exception(ppy_state *st, PyObject *packed);
 int64_t ppy_wait_word(pp_word *w, uint32_t expected, long spin_ns,
                       long timeout_ns);
 
+/* Turns a timeout or delay in seconds from Python into nanoseconds, the
+ * one place that does (wait.c).  An int or float (or anything with
+ * __float__ / __index__), or None when PPY_TIMEOUT_NONE allows it, which
+ * means "for ever", as do inf and finite values past 2**63 - 1 ns (about
+ * 292 years).  "For ever" is *out = -1, or with PPY_TIMEOUT_CLAMP
+ * INT64_MAX: "not before then", for a deadline.  A positive value below a
+ * nanosecond is rounded up to 1 ns, never down to 0.  Returns 0, or -1
+ * with ValueError for nan and negative values ("timeout must be a
+ * non-negative number of seconds or None, not nan") or TypeError for a
+ * non-number, naming `name`. */
+#define PPY_TIMEOUT_NONE 1
+#define PPY_TIMEOUT_CLAMP 2
+int ppy_timeout_ns(PyObject *obj, const char *name, int flags, int64_t *out);
+
 /* ---- pool (pool.c and the files beside it) ---------------------------- */
 
 extern PyType_Spec ppy_pool_spec;

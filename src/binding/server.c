@@ -254,25 +254,33 @@ server_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     const char *host = NULL, *unix_path = NULL;
     int port = 0, backlog = PP_NET_BACKLOG, reuse_port = 1, native = 0;
     long long max_conns = 0;
-    double idle = 0.0;
+    PyObject *idle_obj = Py_None;
+    int64_t idle_ns;
     Py_ssize_t write_high = 65536, write_low = 16384, read_limit = 1 << 20;
     PyObject *shared = Py_None;
     ppy_server *self;
     ppy_srv_shared *sh;
     int i, n, rc;
 
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OziOz|iOLdpnnnp:Server",
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OziOz|iOLOpnnnp:Server",
                                      kwlist, &pool, &host, &port, &protocol,
                                      &unix_path, &backlog, &shared, &max_conns,
-                                     &idle, &reuse_port, &write_high,
+                                     &idle_obj, &reuse_port, &write_high,
                                      &write_low, &read_limit, &native))
         return NULL;
     if (write_high <= 0 || write_low < 0 || write_low > write_high ||
-        read_limit <= 0 || max_conns < 0 || idle < 0) {
+        read_limit <= 0 || max_conns < 0) {
         PyErr_SetString(PyExc_ValueError,
                         "need write_high > 0, 0 <= write_low <= write_high, "
-                        "read_limit > 0, max_connections >= 0, "
-                        "idle_timeout >= 0");
+                        "read_limit > 0, max_connections >= 0");
+        return NULL;
+    }
+    /* None, inf or past 292 years: no idle timeout (0 for the engine). */
+    if (ppy_timeout_ns(idle_obj, "idle_timeout", PPY_TIMEOUT_NONE, &idle_ns) < 0)
+        return NULL;
+    if (idle_ns == 0) {
+        PyErr_Format(PyExc_ValueError, "idle_timeout must be a positive number "
+                     "of seconds or None, not %R", idle_obj);
         return NULL;
     }
     self = (ppy_server *)type->tp_alloc(type, 0);
@@ -297,7 +305,7 @@ server_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     sh->cfg.write_high = (size_t)write_high;
     sh->cfg.write_low = (size_t)write_low;
     sh->cfg.read_max = (size_t)read_limit;
-    sh->cfg.idle_timeout_ns = (uint64_t)(idle * 1e9);
+    sh->cfg.idle_timeout_ns = idle_ns < 0 ? 0 : (uint64_t)idle_ns;
     sh->cfg.max_conns = max_conns ? (size_t)((max_conns + n - 1) / n) : 0;
     sh->max_conns = (size_t)max_conns;
     atomic_init(&sh->conns, 0);
@@ -491,17 +499,12 @@ static PyObject *
 server_close(ppy_server *self, PyObject *args)
 {
     PyObject *timeout = Py_None;
-    long timeout_ns = -1;
+    int64_t timeout_ns;
     int rc;
 
-    if (!PyArg_ParseTuple(args, "|O:close", &timeout))
+    if (!PyArg_ParseTuple(args, "|O:close", &timeout) ||
+        ppy_timeout_ns(timeout, "timeout", PPY_TIMEOUT_NONE, &timeout_ns) < 0)
         return NULL;
-    if (timeout != Py_None) {
-        double d = PyFloat_AsDouble(timeout);
-        if (d == -1.0 && PyErr_Occurred())
-            return NULL;
-        timeout_ns = d <= 0 ? 0 : (long)(d * 1e9);
-    }
     rc = server_shutdown(self, timeout_ns);
     if (rc < 0)
         return NULL;
