@@ -9,8 +9,10 @@ import math
 import pytest
 
 import pyparallel
+from pyparallel import _api
 
 import io_protocols as P
+import tasks
 from io_support import closed_by_peer, connect, roundtrip, serving, tag, wait_events
 
 assert tag  # a fixture, used by name
@@ -29,6 +31,46 @@ def check_bad(call, name, value, exc, text, or_none=True):
     assert msg.startswith(name + " must be "), msg
     assert "number of seconds" in msg and text in msg, msg
     assert ("or None" in msg) == or_none, msg
+
+
+# --------------------------------------------------------------------------
+# Future.result / exception (Task.wait)
+
+
+@pytest.mark.parametrize("timeout", FOREVER)
+def test_future_result_waits_for_ever(timeout):
+    fut = pyparallel.submit(tasks.sleep_return, 0.3, "done")
+    assert fut.result(timeout) == "done"
+    fut = pyparallel.submit(tasks.sleep_return, 0.3, "done")
+    assert fut.exception(timeout) is None
+
+
+@pytest.mark.parametrize("value, exc, text", BAD_VALUES)
+def test_future_result_bad_timeout(value, exc, text):
+    fut = pyparallel.submit(tasks.sleep_return, 0.5, "done")
+    check_bad(fut.result, "timeout", value, exc, text)
+    check_bad(fut.exception, "timeout", value, exc, text)
+    assert fut.result(60) == "done"              # nothing lost
+
+
+def test_future_result_tiny_and_zero_timeouts():
+    fut = pyparallel.submit(tasks.sleep_return, 1.0, "done")
+    for timeout in (0, 0.0, 1e-300):
+        with pytest.raises(TimeoutError):
+            fut.result(timeout)
+    assert fut.result(60) == "done"
+
+
+# --------------------------------------------------------------------------
+# Pool.wait_ready
+
+
+def test_pool_wait_ready():
+    pool = _api._executor()._get_pool()
+    for timeout in [None] + FOREVER:
+        assert pool.wait_ready(timeout) is True
+    for value, exc, text in BAD_VALUES:
+        check_bad(pool.wait_ready, "timeout", value, exc, text)
 
 
 # --------------------------------------------------------------------------

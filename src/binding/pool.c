@@ -313,19 +313,21 @@ pool_shutdown(ppy_pool *self, PyObject *args, PyObject *kwargs)
 static PyObject *
 pool_wait_ready(ppy_pool *self, PyObject *args)
 {
-    double timeout = -1.0;
+    PyObject *timeout_obj = Py_None;
+    int64_t timeout_ns;
     uint64_t start = pp_now_ns();
     int64_t n;
 
-    if (!PyArg_ParseTuple(args, "|d:wait_ready", &timeout))
+    if (!PyArg_ParseTuple(args, "|O:wait_ready", &timeout_obj) ||
+        ppy_timeout_ns(timeout_obj, "timeout", PPY_TIMEOUT_NONE, &timeout_ns) < 0)
         return NULL;
     while ((n = pp_word_get(&self->ready)) < self->nworkers) {
         long left = -1;
-        if (timeout >= 0) {
-            double spent = (double)(pp_now_ns() - start);
-            if (spent >= timeout * 1e9)
+        if (timeout_ns >= 0) {
+            uint64_t spent = pp_now_ns() - start;
+            if (spent >= (uint64_t)timeout_ns)
                 Py_RETURN_FALSE;
-            left = (long)(timeout * 1e9 - spent);
+            left = (long)(timeout_ns - (int64_t)spent);
         }
         if (ppy_wait_word(&self->ready, (uint32_t)n, 0, left) < 0)
             return NULL;
