@@ -633,6 +633,31 @@ def use_handed_off(port, ops, in_thread):
     return _run_ops(transport, ops, port)
 
 
+class BreakPoller:
+    """On b"break", makes its loop's poll fail from then on: every epoll fd
+    of the process (a test runs it with one worker, whose loop has the only
+    one) becomes /dev/null.  Echoes anything else."""
+
+    def data_received(self, transport, data):
+        if data != b"break":
+            return data
+        import os
+        null = os.open("/dev/null", os.O_RDONLY)
+        for name in os.listdir("/proc/self/fd"):
+            try:
+                target = os.readlink("/proc/self/fd/" + name)
+            except OSError:
+                continue
+            if target == "anon_inode:[eventpoll]":
+                os.dup2(null, int(name))
+        os.close(null)
+        return b"broken\n"
+
+    def connection_lost(self, transport, exc):
+        import os
+        os.write(1, b"lost %s\n" % str(exc_name(exc)).encode())   # one write
+
+
 # --------------------------------------------------------------------------
 # timers
 

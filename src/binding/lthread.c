@@ -146,6 +146,17 @@ on_commands(pp_loop *loop, pp_async *async)
 /* ---- logging ------------------------------------------------------------- */
 
 void
+ppy_io_report(int worker, const char *what, int rc)
+{
+    if (rc < 0)
+        fprintf(stderr, "pyparallel: worker %d: %s (%s)\n", worker, what,
+                strerror(-rc));
+    else
+        fprintf(stderr, "pyparallel: worker %d: %s\n", worker, what);
+    fflush(stderr);
+}
+
+void
 ppy_lthread_log_error(ppy_lthread *lt, const char *what, PyObject *about)
 {
     PyObject *exc = PyErr_GetRaisedException(), *r = NULL;
@@ -205,6 +216,7 @@ lthread_main(void *arg)
     ppy_lthread *lt = arg;
     pp_link *l, *next;
     ppy_cmd *cmd;
+    int rc, failures = 0;
 
     ppy_lthread_current = lt;
     lt->ts = PyThreadState_New(lt->interp);
@@ -218,7 +230,10 @@ lthread_main(void *arg)
     } else {
         pp_loop_set_block_hooks(lt->loop, before_block, after_block, lt);
         pp_word_set(&lt->started, 1);
-        (void)pp_loop_run(lt->loop);
+        if ((rc = pp_loop_run(lt->loop)) < 0)
+            ppy_io_report(lt->index, "its event loop's poll failed; the "
+                          "worker closes its connections, clients and timers "
+                          "and takes no more I/O", rc);
     }
 
     /* Stopping: commands that raced with the stop still get run (they were
@@ -239,8 +254,13 @@ lthread_main(void *arg)
         pp_container_of(l, ppy_endpoint, link)->close(
             pp_container_of(l, ppy_endpoint, link));
     }
-    while (!pp_link_empty(&lt->endpoints))
-        (void)pp_loop_run_once(lt->loop, 10);
+    /* Closing finishes in the loop's pending phase, which runs even when
+     * the poll fails; a poll that keeps failing is said once. */
+    while (!pp_link_empty(&lt->endpoints)) {
+        if ((rc = pp_loop_run_once(lt->loop, 10)) < 0 && failures++ == 0)
+            ppy_io_report(lt->index, "its event loop's poll failed while "
+                          "closing", rc);
+    }
     ppy_client_fini(lt);
     pp_loop_set_block_hooks(lt->loop, NULL, NULL, NULL);
     pp_async_stop(lt->loop, &lt->async);

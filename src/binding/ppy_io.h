@@ -114,6 +114,13 @@ void ppy_lthread_free(ppy_lthread *lt);
 void ppy_timer_close_all(ppy_lthread *lt);
 void ppy_client_fini(ppy_lthread *lt);
 
+/* Says on stderr that an engine call on worker `worker`'s loop failed
+ * where no exception can carry it ("pyparallel: worker 0: what (reason)";
+ * rc is -errno, or 0 for no reason): a poll the kernel refused, or a
+ * teardown step that only a bug in pyparallel can make fail.  Any thread,
+ * no GIL needed. */
+void ppy_io_report(int worker, const char *what, int rc);
+
 /* Logs the pending exception through pyparallel's logger (clearing it):
  * "what" names where it came from.  Loop thread. */
 void ppy_lthread_log_error(ppy_lthread *lt, const char *what, PyObject *about);

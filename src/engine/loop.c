@@ -566,17 +566,18 @@ pp_loop_run_once(pp_loop *loop, int timeout_ms)
     n = loop->ops->wait(loop, timeout);
     if (timeout != 0 && loop->after_block)
         loop->after_block(loop, loop->block_data);
-    if (n < 0)
-        return n;
+    /* A failed poll delivers no events, but due timers and pending calls
+     * still run: closing goes through the pending phase, so a loop whose
+     * poller broke can still be wound down. */
     loop->running = 1;
     loop->now = pp_now_ns();
-    dispatch(loop, n);
+    dispatch(loop, n < 0 ? 0 : n);
     loop->now = pp_now_ns();
     run_timers(loop);
     run_pending(loop);
     loop->running = 0;
     loop->stats.iterations++;
-    return 0;
+    return n < 0 ? n : 0;
 }
 
 int

@@ -129,13 +129,17 @@ int pp_loop_create_backend(pp_loop **out, const char *backend);
 int pp_loop_destroy(pp_loop *loop);
 
 /* Runs iterations until pp_loop_stop() is called, then returns 0 (the stop
- * request is consumed, so the loop may be run again).  Returns -errno if
- * polling fails, which only a bug can cause. */
+ * request is consumed, so the loop may be run again).  Returns -errno as
+ * soon as a poll fails (a bug, or the kernel refusing: io_uring can run
+ * out of memory). */
 int pp_loop_run(pp_loop *loop);
 
 /* Runs one iteration, polling at most timeout_ms milliseconds (-1: until an
  * event or the earliest timer, 0: not at all).  Returns 0 or -errno;
- * -EBUSY when called from one of the loop's own callbacks. */
+ * -EBUSY when called from one of the loop's own callbacks.  When the poll
+ * fails the iteration still runs its due timers and pending calls (with no
+ * I/O events), so that a loop can be wound down -- connections closed,
+ * their on_close run -- after its poller broke. */
 int pp_loop_run_once(pp_loop *loop, int timeout_ms);
 
 /* Asks pp_loop_run() to return at the end of its current iteration.  Any

@@ -7,6 +7,7 @@
 #include "pp_test.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdatomic.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -650,6 +651,55 @@ test_timer_bounds_poll(void)
     free_loop(loop);
 }
 
+/* A poll that fails still runs the pending phase (closing goes through
+ * it), and pp_loop_run() reports the failure.  The epoll fd is replaced by
+ * /dev/null, which epoll_wait() refuses (EINVAL).  epoll only: io_uring does
+ * not enter the kernel for a poll that has nothing to submit or wait for. */
+static void
+count_pending(pp_loop *loop, pp_pending *p)
+{
+    (void)loop;
+    (*(int *)p->data)++;
+}
+
+static void
+test_failed_poll_still_runs_pending_calls(void)
+{
+    pp_loop *loop = new_loop();
+    pp_pending p = {0};
+    int calls = 0, null, epfd = -1, fd;
+    char path[64], target[64];
+
+    if (strcmp(pp_loop_backend(loop), "epoll") != 0) {
+        printf("# skipped: the %s poller\n", pp_loop_backend(loop));
+        free_loop(loop);
+        return;
+    }
+    for (fd = 0; fd < 1024; fd++) {
+        ssize_t n;
+        snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+        n = readlink(path, target, sizeof target - 1);
+        if (n > 0) {
+            target[n] = 0;
+            if (strcmp(target, "anon_inode:[eventpoll]") == 0)
+                epfd = fd;           /* the last one made: this loop's */
+        }
+    }
+    ASSERT_GE(epfd, 0);
+    null = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    ASSERT_GE(null, 0);
+    ASSERT_EQ(dup2(null, epfd), epfd);
+    close(null);
+    p.data = &calls;
+    pp_pending_add(loop, &p, count_pending);
+    ASSERT_EQ(pp_loop_run_once(loop, 0), -EINVAL);
+    ASSERT_EQ(calls, 1);
+    pp_pending_add(loop, &p, count_pending);
+    ASSERT_EQ(pp_loop_run(loop), -EINVAL);
+    ASSERT_EQ(calls, 2);
+    free_loop(loop);
+}
+
 /* ---- file descriptors -------------------------------------------------- */
 
 typedef struct watch {
@@ -1043,6 +1093,7 @@ main(void)
     RUN_TEST(test_timer_periodic_skips_missed);
     RUN_TEST(test_timer_cancel);
     RUN_TEST(test_timer_bounds_poll);
+    RUN_TEST(test_failed_poll_still_runs_pending_calls);
     RUN_TEST(test_io_edge_triggered);
     RUN_TEST(test_io_modify);
     RUN_TEST(test_io_unregister_during_dispatch);
