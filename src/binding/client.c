@@ -72,9 +72,16 @@ client_close(ppy_endpoint *ep)
 void
 ppy_client_fini(ppy_lthread *lt)
 {
+    int rc;
+
+    /* Called once every client endpoint is gone, so no connection is
+     * left; if one is (a bug), the group stays allocated. */
     if (lt->clients_ready) {
-        (void)pp_conn_group_destroy(&lt->clients);
-        lt->clients_ready = 0;
+        if ((rc = pp_conn_group_destroy(&lt->clients)) < 0)
+            ppy_io_report(lt->index, "the client connection group is still "
+                          "busy at the end; leaking it", rc);
+        else
+            lt->clients_ready = 0;
     }
 }
 

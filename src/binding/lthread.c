@@ -305,8 +305,10 @@ ppy_lthread_start(struct ppy_worker *w, int index, PyInterpreterState *interp,
     Py_END_ALLOW_THREADS
     return lt;
 fail:
-    if (lt->loop)
-        (void)pp_loop_destroy(lt->loop);
+    /* Nothing but the stopped async handle was ever on this loop. */
+    if (lt->loop && pp_loop_destroy(lt->loop) < 0)
+        ppy_io_report(index, "a loop that never ran is still busy; leaking it",
+                      -EBUSY);
     pthread_mutex_destroy(&lt->mu);
     free(lt);
     errno = -rc;
@@ -317,12 +319,20 @@ fail:
 void
 ppy_lthread_stop_join(ppy_lthread *lt)
 {
+    int rc;
+
     pthread_mutex_lock(&lt->mu);
     lt->stopped = 1;
     pthread_mutex_unlock(&lt->mu);
     pp_loop_stop(lt->loop);
-    pp_thread_join(&lt->thread);
-    (void)pp_loop_destroy(lt->loop);
+    if ((rc = pp_thread_join(&lt->thread)) != 0)
+        ppy_io_report(lt->index, "joining the loop thread failed", -rc);
+    /* The thread closed everything before it ended; a loop still busy
+     * means something is still registered on it (a bug): leak it rather
+     * than free memory it points into. */
+    if ((rc = pp_loop_destroy(lt->loop)) < 0)
+        ppy_io_report(lt->index, "the loop is still busy after its thread "
+                      "ended; leaking it", rc);
     lt->loop = NULL;
 }
 

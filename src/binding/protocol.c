@@ -503,7 +503,10 @@ const pp_conn_handler ppy_proto_handler = {
 static size_t
 native_read(pp_conn *c, const char *data, size_t len)
 {
-    (void)pp_conn_write(c, data, len);
+    /* -EPIPE: closing, nothing more goes out anyway.  -ENOMEM: an echo
+     * with a hole in it would be worse than none; close. */
+    if (pp_conn_write(c, data, len) == -ENOMEM)
+        pp_conn_abort(c);
     return len;
 }
 

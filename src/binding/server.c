@@ -62,9 +62,17 @@ wsrv_reap(pp_loop *loop, pp_pending *p)
 {
     ppy_wsrv *ws = p->data;
     ppy_srv_shared *sh = ws->sh;
+    int rc;
 
     (void)loop;
-    (void)pp_conn_group_destroy(&ws->group);
+    /* Reaped once closing and empty, its acceptor stopped: the group
+     * cannot be busy.  If it is (a bug), connections still point into ws:
+     * keep it; the next connection to close queues this reap again. */
+    if ((rc = pp_conn_group_destroy(&ws->group)) < 0) {
+        ppy_io_report(ws->ep.lt->index, "a closed server's connection group "
+                      "is still busy; keeping it", rc);
+        return;
+    }
     pp_link_remove(&ws->ep.link);
     ppy_endpoint_clear(&ws->ep);
     free(ws);
@@ -141,10 +149,16 @@ start_proc(ppy_lthread *lt, ppy_cmd *cmd)
                                 sh->native ? &ppy_native_echo_handler
                                            : &ppy_proto_handler,
                                 &ws->ep)) < 0) {
-        (void)pp_conn_group_destroy(&ws->group);
+        cmd->rc = rc;
+        /* No connection and no acceptor: it cannot be busy.  If it is (a
+         * bug), leak ws rather than free what the group points into. */
+        if ((rc = pp_conn_group_destroy(&ws->group)) < 0) {
+            ppy_io_report(lt->index, "a server's connection group that never "
+                          "started is busy; leaking it", rc);
+            return;
+        }
         ppy_endpoint_clear(&ws->ep);
         free(ws);
-        cmd->rc = rc;
         return;
     }
     atomic_fetch_add(&sh->refs, 1);
