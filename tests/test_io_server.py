@@ -773,3 +773,27 @@ def test_ctrl_c_while_server_starts_leaves_nothing_listening(tmp_path, handler):
     for line in ("server() raised KeyboardInterrupt", "our listener is ours",
                  "nothing accepts", "port free"):
         assert line in r.stdout, r.describe()
+
+
+@pytest.mark.parametrize("shared", [[1, 2], {"tag": "x"}, bytearray(b"x"), 10 ** 30 + 1],
+                         ids=["list", "dict", "bytearray", "mortal-int"])
+def test_server_core_refuses_shared_that_is_not_frozen(shared):
+    # pyparallel.server() freezes shared=; the C type, reachable as
+    # pyparallel._pyparallel.ServerCore, must not rely on that: a mortal
+    # object read by every worker would be a reference-count race.
+    from pyparallel import _api, _pyparallel
+    pool = _api._executor()._get_pool()
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    with pytest.raises(TypeError) as info:
+        _pyparallel.ServerCore(pool, "127.0.0.1", port, P.BareEcho, None, 16, shared)
+    msg = str(info.value)
+    assert "shared" in msg and "frozen" in msg and "pyparallel.freeze" in msg, msg
+    assert type(shared).__name__ in msg, msg
+    with socket.socket() as s:              # refused before it listened
+        s.bind(("127.0.0.1", port))
+    core = _pyparallel.ServerCore(pool, "127.0.0.1", 0, P.BareEcho, None, 16,
+                                  pyparallel.freeze(shared))
+    core.close()

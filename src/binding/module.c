@@ -39,15 +39,8 @@ mod_freeze(PyObject *module, PyObject *obj)
 static PyObject *
 mod_is_frozen(PyObject *module, PyObject *obj)
 {
-    PyTypeObject *t = Py_TYPE(obj);
-
     (void)module;
-    if (ppy_is_frozen(obj))
-        Py_RETURN_TRUE;
-    return PyBool_FromLong(ppy_is_immortal(obj) &&
-        (obj == Py_None || t == &PyBool_Type || t == &PyLong_Type ||
-         t == &PyFloat_Type || t == &PyComplex_Type || t == &PyUnicode_Type ||
-         t == &PyBytes_Type || (t == &PyTuple_Type && PyTuple_GET_SIZE(obj) == 0)));
+    return PyBool_FromLong(ppy_is_shareable(obj));
 }
 
 static PyObject *

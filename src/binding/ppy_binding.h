@@ -52,6 +52,22 @@ ppy_is_immortal(PyObject *o)
     return (int32_t)o->ob_refcnt < 0;
 }
 
+/* Safe to read from every interpreter by pointer: frozen by pyparallel, or
+ * an immutable value CPython itself made immortal (None, small ints,
+ * interned str, ...).  What pyparallel.is_frozen() answers. */
+static inline int
+ppy_is_shareable(PyObject *o)
+{
+    PyTypeObject *t = Py_TYPE(o);
+
+    if (ppy_is_frozen(o))
+        return 1;
+    return ppy_is_immortal(o) &&
+        (o == Py_None || t == &PyBool_Type || t == &PyLong_Type ||
+         t == &PyFloat_Type || t == &PyComplex_Type || t == &PyUnicode_Type ||
+         t == &PyBytes_Type || (t == &PyTuple_Type && PyTuple_GET_SIZE(o) == 0));
+}
+
 /* ---- module state (one per interpreter) ------------------------------ */
 
 struct ppy_worker;

@@ -198,6 +198,12 @@ ppy_data_kind(void *data)
     return *(uint32_t *)data;
 }
 
+/* Checks a server's or client's shared= object in main: None, or frozen
+ * (ppy_is_shareable), since every worker reads it by pointer and a mortal
+ * object would be a reference-count race.  Returns 0, or -1 with a
+ * TypeError that says to use pyparallel.freeze(). */
+int ppy_check_shared(PyObject *shared);
+
 /* Fills ep's protocol fields from cls (worker GIL).  Returns 0, or -1 with
  * an exception set (TypeError for lines_mode without lines_received). */
 int ppy_endpoint_set_protocol(ppy_endpoint *ep, PyObject *cls);

@@ -100,6 +100,18 @@ ppy_endpoint_set_protocol(ppy_endpoint *ep, PyObject *cls)
     return 0;
 }
 
+int
+ppy_check_shared(PyObject *shared)
+{
+    if (shared == Py_None || ppy_is_shareable(shared))
+        return 0;
+    PyErr_Format(PyExc_TypeError,
+                 "shared must be frozen, since every worker reads it by "
+                 "pointer: pass pyparallel.freeze(obj) (this %.100s is not "
+                 "frozen)", Py_TYPE(shared)->tp_name);
+    return -1;
+}
+
 void
 ppy_endpoint_clear(ppy_endpoint *ep)
 {

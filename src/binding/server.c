@@ -34,7 +34,8 @@ typedef struct ppy_srv_shared {
     pp_conn_config cfg;
     int native;
     int64_t proto_id;
-    PyObject *shared;            /* frozen: immortal, readable everywhere */
+    PyObject *shared;            /* frozen (checked), or NULL; the Server
+                                    object holds the reference */
     atomic_size_t conns;         /* open across workers (max_connections) */
     size_t max_conns;
 } ppy_srv_shared;
@@ -221,6 +222,7 @@ stats_proc(ppy_lthread *lt, ppy_cmd *cmd)
 typedef struct {
     PyObject_HEAD
     PyObject *pool;
+    PyObject *shared;            /* a reference to shared=, or NULL */
     ppy_srv_shared *sh;
     int nworkers;
     ppy_lthread **lts;            /* per worker */
@@ -289,6 +291,8 @@ server_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
                         "read_limit > 0, max_connections >= 0");
         return NULL;
     }
+    if (ppy_check_shared(shared) < 0)
+        return NULL;
     /* None, inf or past 292 years: no idle timeout (0 for the engine). */
     if (ppy_timeout_ns(idle_obj, "idle_timeout", PPY_TIMEOUT_NONE, &idle_ns) < 0)
         return NULL;
@@ -301,6 +305,7 @@ server_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     if (self == NULL)
         return NULL;
     self->pool = Py_NewRef(pool);
+    self->shared = shared == Py_None ? NULL : Py_NewRef(shared);
     n = self->nworkers = ppy_pool_nworkers(pool);
     self->lts = calloc((size_t)n, sizeof(*self->lts));
     self->ws = calloc((size_t)n, sizeof(*self->ws));
@@ -314,7 +319,9 @@ server_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     atomic_init(&sh->refs, 1);
     pp_word_init(&sh->live, 0);
     sh->native = native;
-    sh->shared = shared == Py_None ? NULL : shared;   /* frozen: immortal */
+    /* Frozen, hence immortal: the workers' own references (Py_NewRef in
+     * start_proc) write nothing to it. */
+    sh->shared = self->shared;
     pp_conn_config_default(&sh->cfg);
     sh->cfg.write_high = (size_t)write_high;
     sh->cfg.write_low = (size_t)write_low;
@@ -615,6 +622,7 @@ server_traverse(ppy_server *self, visitproc visit, void *arg)
 {
     Py_VISIT(Py_TYPE(self));
     Py_VISIT(self->pool);
+    Py_VISIT(self->shared);
     return 0;
 }
 
@@ -643,6 +651,7 @@ server_dealloc(ppy_server *self)
     free(self->ws);
     free(self->fds);
     free(self->unix_path);
+    Py_CLEAR(self->shared);
     Py_CLEAR(self->pool);
     tp->tp_free(self);
     Py_DECREF(tp);
