@@ -180,6 +180,29 @@ def test_lines_mode_many_lines_in_pieces():
         assert got == b"".join(b"<" + line + b">\n" for line in lines)
 
 
+def test_lines_mode_long_line_in_small_pieces_is_scanned_once():
+    # A line that arrives in many small reads: each read must search only
+    # the new bytes for a newline, not the whole unconsumed buffer again
+    # (quadratic up to read_limit).  stats()["line_bytes_scanned"] counts
+    # the bytes searched; it must equal the bytes read.
+    long = bytes(range(97, 123)) * 20000                 # 520000 bytes, no newline
+    tail = b"a\r\nb\nc\r"                              # a CR that waits for its LF
+    with serving("127.0.0.1", 0, P.LinesEcho) as srv:
+        with connect(srv.address) as s:
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            for i in range(0, len(long), 1000):
+                s.sendall(long[i:i + 1000])
+                if i % 50000 == 0:
+                    time.sleep(0.01)                   # let some reads be separate
+            s.sendall(b"\n" + tail)
+            assert recv_exactly(s, len(long) + 3) == b"<" + long + b">\n"
+            s.sendall(b"\nd\n")
+            assert recv_exactly(s, 16) == b"<a>\n<b>\n<c>\n<d>\n"
+            st = srv.stats()
+            assert st["bytes_read"] == len(long) + 1 + len(tail) + 3, st
+            assert st["line_bytes_scanned"] == st["bytes_read"], st
+
+
 def test_send_complete_ids(tag):
     with tcp_server(P.SendIds, tag) as srv:
         with connect(srv.address) as s:

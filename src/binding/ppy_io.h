@@ -168,6 +168,7 @@ typedef struct ppy_endpoint {
     int lines;                   /* lines_mode */
     int native;                  /* 1: echo in C, no Python at all */
     uint64_t errors;             /* callback errors */
+    uint64_t line_scanned;       /* lines mode: bytes searched for '\n' */
     atomic_size_t *live;         /* server: connections across workers */
     size_t max_live;             /* the server's max_connections (0: none) */
     PyObject *task;              /* client: the Task to complete, or NULL */
@@ -187,6 +188,8 @@ typedef struct ppy_pconn {
     PyObject *transport;
     PyObject *error;             /* what a failed callback raised */
     uint64_t send_id;            /* last send_complete id issued */
+    size_t scanned;              /* lines mode: leading bytes of the
+                                    unconsumed input known to hold no '\n' */
     int counted;                 /* holds a place in *ep->live */
 } ppy_pconn;
 

@@ -357,16 +357,25 @@ proto_read(pp_conn *c, const char *data, size_t len)
     ppy_pconn *pc = pp_conn_data(c);
     ppy_endpoint *ep = pc->ep;
     PyObject *arg, *r;
-    size_t used = len;
+    size_t used = len, scanned = pc->scanned;
     int which;
 
+    pc->scanned = 0;             /* unless lines mode keeps a tail below */
     if (pc->protocol == NULL || pp_conn_closing(c))
         return len;
     if (ep->lines) {
-        const char *nl = memrchr(data, '\n', len);
+        /* Only the bytes after what earlier reads searched: the engine
+         * hands the unconsumed tail back first, and that tail -- what
+         * followed the last newline -- holds none.  Searching it again on
+         * every read would be quadratic in a long line. */
+        size_t from = scanned <= len ? scanned : 0;
+        const char *nl = memrchr(data + from, '\n', len - from);
 
-        if (nl == NULL)
+        ep->line_scanned += len - from;
+        if (nl == NULL) {
+            pc->scanned = len;
             return 0;            /* wait for the end of the line */
+        }
         used = (size_t)(nl - data) + 1;
         arg = split_lines(data, used);
         which = PPY_CB_LINES_RECEIVED;
@@ -386,6 +395,8 @@ proto_read(pp_conn *c, const char *data, size_t len)
         callback_failed(pc, cb_names[which], 1);
     else
         send_result(pc, r, cb_names[which]);
+    if (ep->lines)
+        pc->scanned = len - used;    /* after the last newline: none */
     return used;
 }
 

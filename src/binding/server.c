@@ -203,7 +203,7 @@ typedef struct {
     ppy_cmd base;
     ppy_wsrv *ws;
     pp_conn_stats stats;
-    uint64_t count, errors;
+    uint64_t count, errors, line_scanned;
 } stats_cmd;
 
 static void
@@ -215,6 +215,7 @@ stats_proc(ppy_lthread *lt, ppy_cmd *cmd)
     sc->stats = sc->ws->group.stats;
     sc->count = sc->ws->group.count;
     sc->errors = sc->ws->ep.errors;
+    sc->line_scanned = sc->ws->ep.line_scanned;
 }
 
 /* ---- the Server type (main interpreter) --------------------------------------- */
@@ -535,11 +536,12 @@ server_close(ppy_server *self, PyObject *args)
 static PyObject *
 server_stats(ppy_server *self, PyObject *unused)
 {
-    uint64_t sum[6] = {0};       /* connections, accepted, closed, errors,
-                                    bytes read, bytes written */
-    static const char *names[6] = {"connections", "accepted", "closed",
+    uint64_t sum[7] = {0};       /* connections, accepted, closed, errors,
+                                    bytes read, bytes written, line bytes
+                                    scanned */
+    static const char *names[7] = {"connections", "accepted", "closed",
                                    "callback_errors", "bytes_read",
-                                   "bytes_written"};
+                                   "bytes_written", "line_bytes_scanned"};
     PyObject *res = NULL, *per = PyList_New(0), *w;
     int i, k;
 
@@ -547,7 +549,7 @@ server_stats(ppy_server *self, PyObject *unused)
     if (per == NULL)
         return NULL;
     for (i = 0; i < self->nworkers && !self->closed; i++) {
-        uint64_t v[6];
+        uint64_t v[7];
         stats_cmd *sc;
         if (self->ws[i] == NULL)
             continue;
@@ -571,6 +573,7 @@ server_stats(ppy_server *self, PyObject *unused)
         v[3] = sc->errors;
         v[4] = sc->stats.bytes_read;
         v[5] = sc->stats.bytes_written;
+        v[6] = sc->line_scanned;
         ppy_cmd_release(&sc->base);
         w = Py_BuildValue("{sisKsK}", "worker", i,
                           "connections", (unsigned long long)v[0],
@@ -580,12 +583,12 @@ server_stats(ppy_server *self, PyObject *unused)
             goto done;
         }
         Py_DECREF(w);
-        for (k = 0; k < 6; k++)
+        for (k = 0; k < 7; k++)
             sum[k] += v[k];
     }
     if ((res = PyDict_New()) == NULL)
         goto done;
-    for (k = 0; k < 6; k++) {
+    for (k = 0; k < 7; k++) {
         PyObject *n = PyLong_FromUnsignedLongLong(sum[k]);
         if (n == NULL || PyDict_SetItemString(res, names[k], n) < 0) {
             Py_XDECREF(n);

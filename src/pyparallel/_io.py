@@ -99,7 +99,8 @@ class Server:
 
     def stats(self):
         """Counters summed over workers: connections (open now), accepted,
-        closed, callback_errors, bytes_read, bytes_written; and "workers",
+        closed, callback_errors, bytes_read, bytes_written,
+        line_bytes_scanned (lines mode); and "workers",
         a list of {"worker", "connections", "accepted"}, one per worker (how
         the kernel spread the connections)."""
         return self._core.stats()
