@@ -68,6 +68,13 @@ class Echo:
         emit_lost(transport, exc)
 
 
+class WhoEcho:
+    """Echo that says which worker answers: b"w<worker> " + data."""
+
+    def data_received(self, transport, data):
+        return b"w%d " % transport.worker_id + data
+
+
 class BareEcho:
     """Echo with data_received only (nothing reported)."""
 

@@ -522,60 +522,116 @@ def test_privileged_port_is_a_permission_error():
 # limits
 
 
+def _try_recv(s):
+    """What has arrived on s, without waiting (b"" at EOF, None if nothing)."""
+    s.setblocking(False)
+    try:
+        return s.recv(1000)
+    except BlockingIOError:
+        return None
+    finally:
+        s.setblocking(True)
+
+
 def test_max_connections(tag, n_workers):
-    # Every worker holds at most ceil(max_connections / workers); with
-    # max_connections == workers that is one each.
+    # reuse_port (the default): every worker has its own listener and the
+    # kernel picks one per connection.  A worker holding
+    # ceil(max_connections / workers) -- here one -- stops accepting, and
+    # what lands on it waits in its backlog.  So: while we keep a worker's
+    # answered connection open, that worker answers no other; once we close
+    # it, the next in its backlog is served; in the end every connection is
+    # served, exactly once.
     limit = n_workers
-    n = limit + 3
-    with tcp_server(P.Echo, tag, max_connections=limit) as srv:
-        socks = []
+    n = 3 * limit + 2
+    with tcp_server(P.WhoEcho, tag, max_connections=limit) as srv:
+        socks = [connect(srv.address) for _ in range(n)]
         try:
-            for i in range(n):
-                s = connect(srv.address)      # the kernel completes the handshake
+            for i, s in enumerate(socks):
                 s.sendall(b"%d\n" % i)
-                socks.append(s)
-            served = set()
             bufs = [b""] * n
-            peak = 0
+            waiting = set(range(n))
+            served = []
+            while waiting:
+                holding = {}                    # worker -> connection, open
 
-            def progress():
-                nonlocal peak
-                peak = max(peak, srv.stats()["connections"])
-                for i, s in enumerate(socks):
-                    if i in served:
-                        continue
-                    s.settimeout(0.001)
-                    try:
-                        chunk = s.recv(100)
-                    except (socket.timeout, BlockingIOError):
-                        continue
-                    bufs[i] += chunk
-                    if bufs[i] == b"%d\n" % i:
-                        served.add(i)
-                        s.close()             # frees a slot for a waiting one
-                return len(served) == n
+                def poll():
+                    for i in sorted(waiting):
+                        chunk = _try_recv(socks[i])
+                        assert chunk != b"", "connection %d closed unanswered" % i
+                        if chunk:
+                            bufs[i] += chunk
+                        if bufs[i].endswith(b" %d\n" % i):
+                            w = int(bufs[i].split()[0][1:])
+                            assert w not in holding, (
+                                "worker %d answered connection %d while connection %d "
+                                "it had answered was still open" % (w, i, holding[w]))
+                            holding[w] = i
+                            waiting.discard(i)
+                            served.append(i)
+                    return holding
 
-            wait_for(progress, 60, "every connection to be served in turn")
-            assert peak <= limit, "stats()['connections'] reached %d > %d" % (peak, limit)
+                wait_for(poll, 60, "a connection to be answered (waiting: %r)" % waiting)
+                # Every holder answers once more: each holding worker's loop has run
+                # since; what arrived meanwhile is checked before we let go.
+                for w, i in holding.items():
+                    socks[i].sendall(b"again\n")
+                    want = b"w%d again\n" % w
+                    assert recv_exactly(socks[i], len(want)) == want
+                poll()
+                assert len(holding) <= limit, holding
+                for i in holding.values():
+                    socks[i].close()
+            assert sorted(served) == list(range(n))
         finally:
             for s in socks:
                 s.close()
-        assert srv.stats()["accepted"] == n
+        wait_stat(srv, "connections", lambda v: v == 0)
+        st = srv.stats()
+        assert st["accepted"] == n, st
+        assert sum(w["accepted"] for w in st["workers"]) == n, st
 
 
 def test_max_connections_holds_back_the_rest(tag, n_workers):
+    # One listener shared by the workers (reuse_port=False), so any worker
+    # with a free place takes the next connection: the limit is reached
+    # exactly, the next connection gets no reply while it is held, and it is
+    # served as soon as one of the others closes.
     limit = n_workers
-    with tcp_server(P.Echo, tag, max_connections=limit) as srv:
-        socks = [connect(srv.address) for _ in range(limit + 2)]
+    with tcp_server(P.Echo, tag, max_connections=limit, reuse_port=False) as srv:
+        held = []
+        extra = None
         try:
-            wait_stat(srv, "connections", lambda v: v >= 1)
-            time.sleep(1.0)
+            for i in range(limit):
+                s = connect(srv.address)
+                held.append(s)
+                s.sendall(b"%d" % i)
+                assert recv_exactly(s, len(b"%d" % i)) == b"%d" % i   # every one answered
+            st = wait_stat(srv, "connections", lambda v: v == limit)
             st = srv.stats()
-            assert st["connections"] <= limit, st
-            assert st["accepted"] <= limit, st
+            assert st["connections"] == limit and st["accepted"] == limit, st
+            assert sorted(w["connections"] for w in st["workers"]) == [1] * n_workers, st
+
+            extra = connect(srv.address)        # the kernel completes the handshake
+            extra.sendall(b"x")
+            # Every worker's loop runs after the extra connection arrived...
+            for i, s in enumerate(held):
+                s.sendall(b"again")
+                assert recv_exactly(s, 5) == b"again"
+            time.sleep(0.5)
+            # ... and none took it.
+            assert _try_recv(extra) is None, "served over the limit"
+            st = srv.stats()
+            assert st["accepted"] == limit and st["connections"] == limit, st
+
+            held.pop(0).close()                 # a place frees up
+            assert recv_exactly(extra, 1) == b"x"
+            st = wait_stat(srv, "accepted", lambda v: v == limit + 1)
+            assert srv.stats()["connections"] <= limit
         finally:
-            for s in socks:
+            for s in held:
                 s.close()
+            if extra is not None:
+                extra.close()
 
 
 def test_second_server_on_a_port_is_refused(tag):
