@@ -15,6 +15,7 @@ connections that arrive late never confuse a later test.
 """
 
 import itertools
+import threading
 import time
 
 import pyparallel
@@ -65,6 +66,13 @@ class Echo:
 
     def connection_lost(self, transport, exc):
         emit_lost(transport, exc)
+
+
+class WhoEcho:
+    """Echo that says which worker answers: b"w<worker> " + data."""
+
+    def data_received(self, transport, data):
+        return b"w%d " % transport.worker_id + data
 
 
 class BareEcho:
@@ -574,6 +582,87 @@ class ReadUntilClose:
 
     def connection_lost(self, transport, exc):
         return (self.got, exc_name(exc))
+
+
+# --------------------------------------------------------------------------
+# a transport used from another thread of its worker
+
+HANDED = {}          # per worker interpreter: the peer's port -> transport
+
+
+class HandOff:
+    """Leaves its transport where a task running in the same worker finds it
+    (by the peer's port: see use_handed_off); reports what it reads."""
+
+    def connection_made(self, transport):
+        self.port = transport.get_extra_info("peername")[1]
+        HANDED[self.port] = transport
+
+    def data_received(self, transport, data):
+        emit(self.port, "data", data)
+
+    def connection_lost(self, transport, exc):
+        HANDED.pop(self.port, None)
+        emit(self.port, "lost", exc_name(exc))
+
+
+def _run_ops(transport, ops, port):
+    """Runs [(method, *args)] on transport ("sleep" sleeps); emits and
+    returns [(method, exception name or None, result)]."""
+    out = []
+    for op, *args in ops:
+        if op == "sleep":
+            time.sleep(args[0])
+            continue
+        try:
+            r = getattr(transport, op)(*args)
+        except Exception as e:
+            out.append((op, type(e).__name__, str(e)))
+        else:
+            out.append((op, None, r))
+    emit(port, "ops", out)
+    return out
+
+
+def use_handed_off(port, ops, in_thread):
+    """A task: finds the transport of the connection from `port` in this
+    worker and runs ops on it -- in this task's thread, or in a thread it
+    starts (then it returns at once)."""
+    deadline = time.monotonic() + 30
+    while port not in HANDED:
+        if time.monotonic() > deadline:
+            raise TimeoutError("no connection from port %d in this worker" % port)
+        time.sleep(0.002)
+    transport = HANDED[port]
+    if in_thread:
+        threading.Thread(target=_run_ops, args=(transport, ops, port)).start()
+        return None
+    return _run_ops(transport, ops, port)
+
+
+class BreakPoller:
+    """On b"break", makes its loop's poll fail from then on: every epoll fd
+    of the process (a test runs it with one worker, whose loop has the only
+    one) becomes /dev/null.  Echoes anything else."""
+
+    def data_received(self, transport, data):
+        if data != b"break":
+            return data
+        import os
+        null = os.open("/dev/null", os.O_RDONLY)
+        for name in os.listdir("/proc/self/fd"):
+            try:
+                target = os.readlink("/proc/self/fd/" + name)
+            except OSError:
+                continue
+            if target == "anon_inode:[eventpoll]":
+                os.dup2(null, int(name))
+        os.close(null)
+        return b"broken\n"
+
+    def connection_lost(self, transport, exc):
+        import os
+        os.write(1, b"lost %s\n" % str(exc_name(exc)).encode())   # one write
 
 
 # --------------------------------------------------------------------------

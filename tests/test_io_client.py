@@ -165,3 +165,22 @@ def test_clients_finishing_at_once_with_fast_gil_switches():
                 assert got == b"hello\n" and exc is None
     finally:
         sys.setswitchinterval(old)
+
+
+@pytest.mark.parametrize("shared", [[1, 2], {"messages": (b"x",)}, 10 ** 30 + 1],
+                         ids=["list", "dict", "mortal-int"])
+def test_connect_refuses_shared_that_is_not_frozen(shared):
+    # The C entry point behind client() checks for itself that shared= is
+    # frozen (a mortal object shared with a worker is a refcount race).
+    from pyparallel import _api, _pyparallel
+    pool = _api._executor()._get_pool()
+    with serving("127.0.0.1", 0, P.Echo) as srv:
+        fut = pyparallel.Future()
+        fut.set_running_or_notify_cancel()
+        with pytest.raises(TypeError) as info:
+            _pyparallel._connect(pool, 0, "127.0.0.1", srv.port, None, P.EchoClient,
+                                 shared, fut)
+        msg = str(info.value)
+        assert "shared" in msg and "frozen" in msg and "pyparallel.freeze" in msg, msg
+        assert srv.stats()["accepted"] == 0          # nothing was started
+        assert not fut.done()

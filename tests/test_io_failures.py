@@ -352,3 +352,36 @@ def test_handled_exception_is_not_logged(tmp_path):
     r.assert_clean_exit(0)
     assert "handled: boom data_received" in r.stdout
     assert "Traceback" not in r.stderr, r.describe()
+
+
+def test_a_failing_poll_is_reported_and_the_worker_closes_its_connections(tmp_path):
+    # A loop whose poll fails (a kernel error, say) cannot go on; it must say
+    # so, still close what it holds (connection_lost runs), and let
+    # Server.close() and the exit finish -- not spin or hang.
+    r = support.run_code(tmp_path, """
+        import socket
+        import pyparallel
+        import io_protocols
+
+        if __name__ == "__main__":
+            pyparallel.configure(workers=1)
+            srv = pyparallel.server("127.0.0.1", 0, io_protocols.BreakPoller)
+            s = socket.create_connection(srv.address, timeout=30)
+            s.sendall(b"x")
+            assert s.recv(1) == b"x"
+            s.sendall(b"break")
+            got = b""
+            while True:
+                chunk = s.recv(100)
+                if not chunk:
+                    break
+                got += chunk
+            assert got in (b"", b"broken\\n"), got
+            print("closed by the worker", flush=True)
+            assert srv.close(30) is True
+            print("server closed", flush=True)
+        """, timeout=60)
+    r.assert_clean_exit(0)
+    assert "closed by the worker" in r.stdout and "server closed" in r.stdout, r.describe()
+    assert "lost None" in r.stdout, r.describe()
+    assert "pyparallel: worker 0: its event loop's poll failed" in r.stderr, r.describe()

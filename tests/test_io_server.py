@@ -5,7 +5,9 @@ import them by name); callbacks report back through io_protocols.emit."""
 import errno
 import os
 import shutil
+import signal
 import socket
+import sys
 import tempfile
 import threading
 import time
@@ -176,6 +178,29 @@ def test_lines_mode_many_lines_in_pieces():
             got = recv_to_eof(s)
             t.join()
         assert got == b"".join(b"<" + line + b">\n" for line in lines)
+
+
+def test_lines_mode_long_line_in_small_pieces_is_scanned_once():
+    # A line that arrives in many small reads: each read must search only
+    # the new bytes for a newline, not the whole unconsumed buffer again
+    # (quadratic up to read_limit).  stats()["line_bytes_scanned"] counts
+    # the bytes searched; it must equal the bytes read.
+    long = bytes(range(97, 123)) * 20000                 # 520000 bytes, no newline
+    tail = b"a\r\nb\nc\r"                              # a CR that waits for its LF
+    with serving("127.0.0.1", 0, P.LinesEcho) as srv:
+        with connect(srv.address) as s:
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            for i in range(0, len(long), 1000):
+                s.sendall(long[i:i + 1000])
+                if i % 50000 == 0:
+                    time.sleep(0.01)                   # let some reads be separate
+            s.sendall(b"\n" + tail)
+            assert recv_exactly(s, len(long) + 3) == b"<" + long + b">\n"
+            s.sendall(b"\nd\n")
+            assert recv_exactly(s, 16) == b"<a>\n<b>\n<c>\n<d>\n"
+            st = srv.stats()
+            assert st["bytes_read"] == len(long) + 1 + len(tail) + 3, st
+            assert st["line_bytes_scanned"] == st["bytes_read"], st
 
 
 def test_send_complete_ids(tag):
@@ -497,60 +522,116 @@ def test_privileged_port_is_a_permission_error():
 # limits
 
 
+def _try_recv(s):
+    """What has arrived on s, without waiting (b"" at EOF, None if nothing)."""
+    s.setblocking(False)
+    try:
+        return s.recv(1000)
+    except BlockingIOError:
+        return None
+    finally:
+        s.setblocking(True)
+
+
 def test_max_connections(tag, n_workers):
-    # Every worker holds at most ceil(max_connections / workers); with
-    # max_connections == workers that is one each.
+    # reuse_port (the default): every worker has its own listener and the
+    # kernel picks one per connection.  A worker holding
+    # ceil(max_connections / workers) -- here one -- stops accepting, and
+    # what lands on it waits in its backlog.  So: while we keep a worker's
+    # answered connection open, that worker answers no other; once we close
+    # it, the next in its backlog is served; in the end every connection is
+    # served, exactly once.
     limit = n_workers
-    n = limit + 3
-    with tcp_server(P.Echo, tag, max_connections=limit) as srv:
-        socks = []
+    n = 3 * limit + 2
+    with tcp_server(P.WhoEcho, tag, max_connections=limit) as srv:
+        socks = [connect(srv.address) for _ in range(n)]
         try:
-            for i in range(n):
-                s = connect(srv.address)      # the kernel completes the handshake
+            for i, s in enumerate(socks):
                 s.sendall(b"%d\n" % i)
-                socks.append(s)
-            served = set()
             bufs = [b""] * n
-            peak = 0
+            waiting = set(range(n))
+            served = []
+            while waiting:
+                holding = {}                    # worker -> connection, open
 
-            def progress():
-                nonlocal peak
-                peak = max(peak, srv.stats()["connections"])
-                for i, s in enumerate(socks):
-                    if i in served:
-                        continue
-                    s.settimeout(0.001)
-                    try:
-                        chunk = s.recv(100)
-                    except (socket.timeout, BlockingIOError):
-                        continue
-                    bufs[i] += chunk
-                    if bufs[i] == b"%d\n" % i:
-                        served.add(i)
-                        s.close()             # frees a slot for a waiting one
-                return len(served) == n
+                def poll():
+                    for i in sorted(waiting):
+                        chunk = _try_recv(socks[i])
+                        assert chunk != b"", "connection %d closed unanswered" % i
+                        if chunk:
+                            bufs[i] += chunk
+                        if bufs[i].endswith(b" %d\n" % i):
+                            w = int(bufs[i].split()[0][1:])
+                            assert w not in holding, (
+                                "worker %d answered connection %d while connection %d "
+                                "it had answered was still open" % (w, i, holding[w]))
+                            holding[w] = i
+                            waiting.discard(i)
+                            served.append(i)
+                    return holding
 
-            wait_for(progress, 60, "every connection to be served in turn")
-            assert peak <= limit, "stats()['connections'] reached %d > %d" % (peak, limit)
+                wait_for(poll, 60, "a connection to be answered (waiting: %r)" % waiting)
+                # Every holder answers once more: each holding worker's loop has run
+                # since; what arrived meanwhile is checked before we let go.
+                for w, i in holding.items():
+                    socks[i].sendall(b"again\n")
+                    want = b"w%d again\n" % w
+                    assert recv_exactly(socks[i], len(want)) == want
+                poll()
+                assert len(holding) <= limit, holding
+                for i in holding.values():
+                    socks[i].close()
+            assert sorted(served) == list(range(n))
         finally:
             for s in socks:
                 s.close()
-        assert srv.stats()["accepted"] == n
+        wait_stat(srv, "connections", lambda v: v == 0)
+        st = srv.stats()
+        assert st["accepted"] == n, st
+        assert sum(w["accepted"] for w in st["workers"]) == n, st
 
 
 def test_max_connections_holds_back_the_rest(tag, n_workers):
+    # One listener shared by the workers (reuse_port=False), so any worker
+    # with a free place takes the next connection: the limit is reached
+    # exactly, the next connection gets no reply while it is held, and it is
+    # served as soon as one of the others closes.
     limit = n_workers
-    with tcp_server(P.Echo, tag, max_connections=limit) as srv:
-        socks = [connect(srv.address) for _ in range(limit + 2)]
+    with tcp_server(P.Echo, tag, max_connections=limit, reuse_port=False) as srv:
+        held = []
+        extra = None
         try:
-            wait_stat(srv, "connections", lambda v: v >= 1)
-            time.sleep(1.0)
+            for i in range(limit):
+                s = connect(srv.address)
+                held.append(s)
+                s.sendall(b"%d" % i)
+                assert recv_exactly(s, len(b"%d" % i)) == b"%d" % i   # every one answered
+            st = wait_stat(srv, "connections", lambda v: v == limit)
             st = srv.stats()
-            assert st["connections"] <= limit, st
-            assert st["accepted"] <= limit, st
+            assert st["connections"] == limit and st["accepted"] == limit, st
+            assert sorted(w["connections"] for w in st["workers"]) == [1] * n_workers, st
+
+            extra = connect(srv.address)        # the kernel completes the handshake
+            extra.sendall(b"x")
+            # Every worker's loop runs after the extra connection arrived...
+            for i, s in enumerate(held):
+                s.sendall(b"again")
+                assert recv_exactly(s, 5) == b"again"
+            time.sleep(0.5)
+            # ... and none took it.
+            assert _try_recv(extra) is None, "served over the limit"
+            st = srv.stats()
+            assert st["accepted"] == limit and st["connections"] == limit, st
+
+            held.pop(0).close()                 # a place frees up
+            assert recv_exactly(extra, 1) == b"x"
+            st = wait_stat(srv, "accepted", lambda v: v == limit + 1)
+            assert srv.stats()["connections"] <= limit
         finally:
-            for s in socks:
+            for s in held:
                 s.close()
+            if extra is not None:
+                extra.close()
 
 
 def test_second_server_on_a_port_is_refused(tag):
@@ -687,3 +768,111 @@ def test_stats_per_worker(tag, n_workers):
         assert sum(w["accepted"] for w in st["workers"]) == st["accepted"] == 4 * n_workers
         assert sum(w["connections"] for w in st["workers"]) == st["connections"]
     assert srv.stats()["accepted"] == 0            # closed: counters are gone
+
+
+
+CTRL_C_DURING_START = """
+import signal, socket, sys, time
+import pyparallel
+import tasks
+
+
+def slow_handler(signum, frame):
+    # Ctrl-C whose handler runs long enough for the worker to finish the
+    # start that main stopped waiting for.
+    time.sleep(4)
+    raise KeyboardInterrupt
+
+
+if __name__ == "__main__":
+    # Imported here, not at the top: workers run the top of this script, and
+    # must import the protocol's module only when the server's start command
+    # asks for the class (slowly: see slow_import_protocol).
+    import slow_import_protocol
+    if sys.argv[1] == "slow-handler":
+        signal.signal(signal.SIGINT, slow_handler)
+    pyparallel.configure(workers=2)
+    pyparallel.submit(tasks.noop).result(60)          # the workers are up
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    try:
+        srv = pyparallel.server("127.0.0.1", port, slow_import_protocol.Echo)
+    except KeyboardInterrupt:
+        print("server() raised KeyboardInterrupt", flush=True)
+    else:
+        print("server() returned", srv, flush=True)
+        sys.exit(1)
+    # A listener of our own, opened at once: it may get the number of a
+    # listener server() closed.  Nobody but us may accept on it, even after
+    # the worker's slow start has finished.
+    trap = socket.socket()
+    trap.bind(("127.0.0.1", 0))
+    trap.listen()
+    time.sleep(3)
+    with socket.create_connection(trap.getsockname(), timeout=10) as c:
+        c.sendall(b"ping")
+        trap.settimeout(10)
+        try:
+            conn, _ = trap.accept()
+        except TimeoutError:
+            print("a worker accepted the connection to our own listener",
+                  flush=True)
+            sys.exit(1)
+        assert conn.recv(4) == b"ping"
+        conn.close()
+    trap.close()
+    print("our listener is ours", flush=True)
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=10).close()
+    except ConnectionRefusedError:
+        print("nothing accepts", flush=True)
+    with socket.socket() as s:         # no SO_REUSEPORT: free, or EADDRINUSE
+        s.bind(("127.0.0.1", port))
+        s.listen()
+    print("port free", flush=True)
+"""
+
+
+@pytest.mark.parametrize("handler", ["default", "slow-handler"])
+def test_ctrl_c_while_server_starts_leaves_nothing_listening(tmp_path, handler):
+    # server() waits for each worker to start its endpoint.  A Ctrl-C during
+    # that wait must not leave the start to finish unseen: with the default
+    # handler the start completes after server() has raised (and closed its
+    # listeners); with a slow handler it completes before server() cleans
+    # up.  Either way server() raises KeyboardInterrupt, nothing accepts on
+    # the port or on a socket opened afterwards, and the process exits at
+    # once, with no second Ctrl-C.
+    path = support.write_script(tmp_path, CTRL_C_DURING_START)
+    r, elapsed = support.run_until_ready_then_signal(
+        [sys.executable, path, handler], sig=signal.SIGINT,
+        ready="importing in a worker", timeout=60)
+    r.assert_clean_exit(0)
+    for line in ("server() raised KeyboardInterrupt", "our listener is ours",
+                 "nothing accepts", "port free"):
+        assert line in r.stdout, r.describe()
+
+
+@pytest.mark.parametrize("shared", [[1, 2], {"tag": "x"}, bytearray(b"x"), 10 ** 30 + 1],
+                         ids=["list", "dict", "bytearray", "mortal-int"])
+def test_server_core_refuses_shared_that_is_not_frozen(shared):
+    # pyparallel.server() freezes shared=; the C type, reachable as
+    # pyparallel._pyparallel.ServerCore, must not rely on that: a mortal
+    # object read by every worker would be a reference-count race.
+    from pyparallel import _api, _pyparallel
+    pool = _api._executor()._get_pool()
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    with pytest.raises(TypeError) as info:
+        _pyparallel.ServerCore(pool, "127.0.0.1", port, P.BareEcho, None, 16, shared)
+    msg = str(info.value)
+    assert "shared" in msg and "frozen" in msg and "pyparallel.freeze" in msg, msg
+    assert type(shared).__name__ in msg, msg
+    with socket.socket() as s:              # refused before it listened
+        s.bind(("127.0.0.1", port))
+    core = _pyparallel.ServerCore(pool, "127.0.0.1", 0, P.BareEcho, None, 16,
+                                  pyparallel.freeze(shared))
+    core.close()

@@ -43,14 +43,6 @@ def test_timers_fire_in_deadline_order(tag):
     wait_for(lambda: all(t.fired == 1 for t in timers), what="fired counts")
 
 
-def test_equal_delays_fire_in_creation_order(tag):
-    timers = [pyparallel.timer(0.2, P.timer_fn, tag, i, worker=0) for i in range(20)]
-    fired = wait_events(tag, "timer", 20)
-    by_seq = sorted(fired, key=lambda e: e[1])
-    assert [e[0] for e in by_seq] == list(range(20))
-    wait_for(lambda: all(not t.active for t in timers), what="timers to finish")
-
-
 def test_periodic_timer_and_cancel(tag):
     t = pyparallel.timer(0.02, P.timer_fn, tag, "tick", period=0.05)
     try:

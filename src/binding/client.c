@@ -72,9 +72,16 @@ client_close(ppy_endpoint *ep)
 void
 ppy_client_fini(ppy_lthread *lt)
 {
+    int rc;
+
+    /* Called once every client endpoint is gone, so no connection is
+     * left; if one is (a bug), the group stays allocated. */
     if (lt->clients_ready) {
-        (void)pp_conn_group_destroy(&lt->clients);
-        lt->clients_ready = 0;
+        if ((rc = pp_conn_group_destroy(&lt->clients)) < 0)
+            ppy_io_report(lt->index, "the client connection group is still "
+                          "busy at the end; leaking it", rc);
+        else
+            lt->clients_ready = 0;
     }
 }
 
@@ -82,15 +89,19 @@ typedef struct {
     ppy_cmd base;
     PyObject *task;              /* main's; touched only through ppy_task_* */
     int64_t proto_id;
-    PyObject *shared;            /* frozen, or NULL */
+    PyObject *shared;            /* a reference to the frozen shared=, or
+                                    NULL */
     char *host;                  /* or the Unix path */
     int port;                    /* -1: Unix */
     size_t write_high, write_low;
 } connect_cmd;
 
+/* May run on the loop thread, which holds its worker's GIL, not main's:
+ * dropping the reference to the frozen (immortal) shared= writes nothing. */
 static void
 connect_free(ppy_cmd *cmd)
 {
+    Py_XDECREF(((connect_cmd *)cmd)->shared);
     free(((connect_cmd *)cmd)->host);
     free(cmd);
 }
@@ -175,6 +186,8 @@ ppy_client_connect(PyObject *module, PyObject *args, PyObject *kwargs)
                         "need write_high > 0 and 0 <= write_low <= write_high");
         return NULL;
     }
+    if (ppy_check_shared(shared) < 0)
+        return NULL;
     if ((id = ppy_pool_fn_id(pool, protocol)) < 0) {
         if (id == -2)
             PyErr_Format(PyExc_TypeError,
@@ -190,7 +203,7 @@ ppy_client_connect(PyObject *module, PyObject *args, PyObject *kwargs)
     ppy_cmd_init(&cc->base, connect_proc);
     cc->base.free = connect_free;
     cc->proto_id = id;
-    cc->shared = shared == Py_None ? NULL : shared;   /* frozen: immortal */
+    cc->shared = shared == Py_None ? NULL : Py_NewRef(shared);
     cc->port = unix_path ? -1 : port;
     cc->host = strdup(unix_path ? unix_path : host ? host : "127.0.0.1");
     cc->write_high = (size_t)high;

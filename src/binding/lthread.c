@@ -21,6 +21,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+_Thread_local ppy_lthread *ppy_lthread_current;
+
 /* ---- commands ----------------------------------------------------------- */
 
 void
@@ -151,6 +153,17 @@ on_commands(pp_loop *loop, pp_async *async)
 /* ---- logging ------------------------------------------------------------- */
 
 void
+ppy_io_report(int worker, const char *what, int rc)
+{
+    if (rc < 0)
+        fprintf(stderr, "pyparallel: worker %d: %s (%s)\n", worker, what,
+                strerror(-rc));
+    else
+        fprintf(stderr, "pyparallel: worker %d: %s\n", worker, what);
+    fflush(stderr);
+}
+
+void
 ppy_lthread_log_error(ppy_lthread *lt, const char *what, PyObject *about)
 {
     PyObject *exc = PyErr_GetRaisedException(), *r = NULL;
@@ -204,22 +217,15 @@ lthread_setup(ppy_lthread *lt)
     return lt->log_error ? 0 : -1;
 }
 
-static _Thread_local ppy_lthread *current_lthread;
-
-ppy_lthread *
-ppy_current_lthread(void)
-{
-    return current_lthread;
-}
-
 static void
 lthread_main(void *arg)
 {
     ppy_lthread *lt = arg;
     pp_link *l, *next;
     ppy_cmd *cmd;
+    int rc, failures = 0;
 
-    current_lthread = lt;
+    ppy_lthread_current = lt;
     lt->ts = PyThreadState_New(lt->interp);
     PyEval_RestoreThread(lt->ts);
     if (lthread_setup(lt) < 0) {
@@ -231,7 +237,10 @@ lthread_main(void *arg)
     } else {
         pp_loop_set_block_hooks(lt->loop, before_block, after_block, lt);
         pp_word_set(&lt->started, 1);
-        (void)pp_loop_run(lt->loop);
+        if ((rc = pp_loop_run(lt->loop)) < 0)
+            ppy_io_report(lt->index, "its event loop's poll failed; the "
+                          "worker closes its connections, clients and timers "
+                          "and takes no more I/O", rc);
     }
 
     /* Stopping: commands that raced with the stop still get run (they were
@@ -252,8 +261,13 @@ lthread_main(void *arg)
         pp_container_of(l, ppy_endpoint, link)->close(
             pp_container_of(l, ppy_endpoint, link));
     }
-    while (!pp_link_empty(&lt->endpoints))
-        (void)pp_loop_run_once(lt->loop, 10);
+    /* Closing finishes in the loop's pending phase, which runs even when
+     * the poll fails; a poll that keeps failing is said once. */
+    while (!pp_link_empty(&lt->endpoints)) {
+        if ((rc = pp_loop_run_once(lt->loop, 10)) < 0 && failures++ == 0)
+            ppy_io_report(lt->index, "its event loop's poll failed while "
+                          "closing", rc);
+    }
     ppy_client_fini(lt);
     pp_loop_set_block_hooks(lt->loop, NULL, NULL, NULL);
     pp_async_stop(lt->loop, &lt->async);
@@ -261,6 +275,7 @@ lthread_main(void *arg)
     PyThreadState_Clear(lt->ts);
     PyThreadState_DeleteCurrent();
     lt->ts = NULL;
+    ppy_lthread_current = NULL;
 }
 
 ppy_lthread *
@@ -297,8 +312,10 @@ ppy_lthread_start(struct ppy_worker *w, int index, PyInterpreterState *interp,
     Py_END_ALLOW_THREADS
     return lt;
 fail:
-    if (lt->loop)
-        (void)pp_loop_destroy(lt->loop);
+    /* Nothing but the stopped async handle was ever on this loop. */
+    if (lt->loop && pp_loop_destroy(lt->loop) < 0)
+        ppy_io_report(index, "a loop that never ran is still busy; leaking it",
+                      -EBUSY);
     pthread_mutex_destroy(&lt->mu);
     free(lt);
     errno = -rc;
@@ -309,12 +326,20 @@ fail:
 void
 ppy_lthread_stop_join(ppy_lthread *lt)
 {
+    int rc;
+
     pthread_mutex_lock(&lt->mu);
     lt->stopped = 1;
     pthread_mutex_unlock(&lt->mu);
     pp_loop_stop(lt->loop);
-    pp_thread_join(&lt->thread);
-    (void)pp_loop_destroy(lt->loop);
+    if ((rc = pp_thread_join(&lt->thread)) != 0)
+        ppy_io_report(lt->index, "joining the loop thread failed", -rc);
+    /* The thread closed everything before it ended; a loop still busy
+     * means something is still registered on it (a bug): leak it rather
+     * than free memory it points into. */
+    if ((rc = pp_loop_destroy(lt->loop)) < 0)
+        ppy_io_report(lt->index, "the loop is still busy after its thread "
+                      "ended; leaking it", rc);
     lt->loop = NULL;
 }
 

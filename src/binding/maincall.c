@@ -218,7 +218,7 @@ ppy_call_from_main(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
     mc->item.kind = ITEM_MAINCALL;
     mc->wait = wait;
     mc->worker = st->worker;
-    mc->origin = ppy_current_lthread() != NULL ? ORIGIN_LOOP
+    mc->origin = ppy_lthread_current != NULL ? ORIGIN_LOOP
                : pthread_equal(pthread_self(), st->worker->thread.handle)
                ? ORIGIN_TASK : ORIGIN_OTHER;
     pp_word_init(&mc->done, 0);

@@ -41,7 +41,7 @@ static PyObject *
 mod_is_frozen(PyObject *module, PyObject *obj)
 {
     (void)module;
-    return PyBool_FromLong(ppy_is_frozen(obj) || ppy_is_cpython_static(obj));
+    return PyBool_FromLong(ppy_is_shareable(obj));
 }
 
 static PyObject *
@@ -206,25 +206,28 @@ mod_stop(PyObject *module, PyObject *unused)
 }
 
 /* _wait_stop(timeout) -> bool: True when stop() was called (and is now
- * consumed), False on timeout.  Signal handlers run while it waits. */
+ * consumed), False on timeout (None: no limit).  Signal handlers run while
+ * it waits. */
 static PyObject *
 mod_wait_stop(PyObject *module, PyObject *args)
 {
-    double timeout;
+    PyObject *timeout_obj;
+    int64_t timeout_ns;
     uint64_t start = pp_now_ns();
 
     (void)module;
-    if (!PyArg_ParseTuple(args, "d:_wait_stop", &timeout))
+    if (!PyArg_ParseTuple(args, "O:_wait_stop", &timeout_obj) ||
+        ppy_timeout_ns(timeout_obj, "timeout", PPY_TIMEOUT_NONE, &timeout_ns) < 0)
         return NULL;
     for (;;) {
         long left = -1;
         if (pp_word_cas(&stop_word, 1, 0))
             Py_RETURN_TRUE;
-        if (timeout >= 0) {
+        if (timeout_ns >= 0) {
             uint64_t spent = pp_now_ns() - start;
-            if ((double)spent >= timeout * 1e9)
+            if (spent >= (uint64_t)timeout_ns)
                 Py_RETURN_FALSE;
-            left = (long)(timeout * 1e9 - (double)spent);
+            left = (long)(timeout_ns - (int64_t)spent);
         }
         if (ppy_wait_word(&stop_word, 0, 0, left) < 0)
             return NULL;

@@ -386,12 +386,14 @@ wait_ready(ppy_pool *self, long timeout_ns)
 static PyObject *
 pool_wait_ready(ppy_pool *self, PyObject *args)
 {
-    double timeout = -1.0;
+    PyObject *timeout_obj = Py_None;
+    int64_t timeout_ns;
     int r;
 
-    if (!PyArg_ParseTuple(args, "|d:wait_ready", &timeout))
+    if (!PyArg_ParseTuple(args, "|O:wait_ready", &timeout_obj) ||
+        ppy_timeout_ns(timeout_obj, "timeout", PPY_TIMEOUT_NONE, &timeout_ns) < 0)
         return NULL;
-    r = wait_ready(self, timeout < 0 ? -1 : (long)(timeout * 1e9));
+    r = wait_ready(self, (long)timeout_ns);
     return r < 0 ? NULL : PyBool_FromLong(r);
 }
 

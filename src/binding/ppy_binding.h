@@ -82,6 +82,15 @@ ppy_is_cpython_static(PyObject *o)
     return 0;
 }
 
+/* Safe to read from every interpreter by pointer: frozen by the main
+ * interpreter's freeze(), or one of CPython's statically allocated
+ * objects.  What pyparallel.is_frozen() answers. */
+static inline int
+ppy_is_shareable(PyObject *o)
+{
+    return ppy_is_frozen(o) || ppy_is_cpython_static(o);
+}
+
 /* Makes o immortal with CPython's own value (no frozen mark): for runtime
  * objects every interpreter reads, such as a shared type's MRO. */
 static inline void
@@ -282,6 +291,19 @@ void ppy_pump_set(ppy_pump *p);
 int ppy_pump_serve(ppy_pump *p, PyThreadState *ts);
 /* Runs the rest of the current batch (GIL held). */
 void ppy_pump_drain(ppy_pump *p);
+/* Turns a timeout or delay in seconds from Python into nanoseconds, the
+ * one place that does (wait.c).  An int or float (or anything with
+ * __float__ / __index__), or None when PPY_TIMEOUT_NONE allows it, which
+ * means "for ever", as do inf and finite values past 2**63 - 1 ns (about
+ * 292 years).  "For ever" is *out = -1, or with PPY_TIMEOUT_CLAMP
+ * INT64_MAX: "not before then", for a deadline.  A positive value below a
+ * nanosecond is rounded up to 1 ns, never down to 0.  Returns 0, or -1
+ * with ValueError for nan and negative values ("timeout must be a
+ * non-negative number of seconds or None, not nan") or TypeError for a
+ * non-number, naming `name`. */
+#define PPY_TIMEOUT_NONE 1
+#define PPY_TIMEOUT_CLAMP 2
+int ppy_timeout_ns(PyObject *obj, const char *name, int flags, int64_t *out);
 
 /* ---- pool (pool.c and the files beside it) ---------------------------- */
 

@@ -92,8 +92,9 @@ struct ppy_lthread {
     int clients_ready;
 };
 
-/* The loop thread running on the calling thread, or NULL. */
-ppy_lthread *ppy_current_lthread(void);
+/* The loop thread running on this OS thread, or NULL on any other thread:
+ * what engine objects (a pp_conn, the loop) this thread may touch. */
+extern _Thread_local ppy_lthread *ppy_lthread_current;
 
 /* Starts the loop thread of a worker and waits until it runs.  Main GIL
  * held.  Returns it -- check lt->started: 1 running, 2 failed to start (it
@@ -114,6 +115,13 @@ void ppy_lthread_free(ppy_lthread *lt);
  * client.c frees the client connection group once it is empty. */
 void ppy_timer_close_all(ppy_lthread *lt);
 void ppy_client_fini(ppy_lthread *lt);
+
+/* Says on stderr that an engine call on worker `worker`'s loop failed
+ * where no exception can carry it ("pyparallel: worker 0: what (reason)";
+ * rc is -errno, or 0 for no reason): a poll the kernel refused, or a
+ * teardown step that only a bug in pyparallel can make fail.  Any thread,
+ * no GIL needed. */
+void ppy_io_report(int worker, const char *what, int rc);
 
 /* Logs the pending exception through pyparallel's logger (clearing it):
  * "what" names where it came from.  Loop thread. */
@@ -167,6 +175,7 @@ typedef struct ppy_endpoint {
     int lines;                   /* lines_mode */
     int native;                  /* 1: echo in C, no Python at all */
     uint64_t errors;             /* callback errors */
+    uint64_t line_scanned;       /* lines mode: bytes searched for '\n' */
     atomic_size_t *live;         /* server: connections across workers */
     size_t max_live;             /* the server's max_connections (0: none) */
     PyObject *task;              /* client: the Task to complete, or NULL */
@@ -186,6 +195,8 @@ typedef struct ppy_pconn {
     PyObject *transport;
     PyObject *error;             /* what a failed callback raised */
     uint64_t send_id;            /* last send_complete id issued */
+    size_t scanned;              /* lines mode: leading bytes of the
+                                    unconsumed input known to hold no '\n' */
     int counted;                 /* holds a place in *ep->live */
 } ppy_pconn;
 
@@ -196,6 +207,12 @@ ppy_data_kind(void *data)
 {
     return *(uint32_t *)data;
 }
+
+/* Checks a server's or client's shared= object in main: None, or frozen
+ * (ppy_is_shareable), since every worker reads it by pointer and a mortal
+ * object would be a reference-count race.  Returns 0, or -1 with a
+ * TypeError that says to use pyparallel.freeze(). */
+int ppy_check_shared(PyObject *shared);
 
 /* Fills ep's protocol fields from cls (worker GIL).  Returns 0, or -1 with
  * an exception set (TypeError for lines_mode without lines_received). */

@@ -100,6 +100,18 @@ ppy_endpoint_set_protocol(ppy_endpoint *ep, PyObject *cls)
     return 0;
 }
 
+int
+ppy_check_shared(PyObject *shared)
+{
+    if (shared == Py_None || ppy_is_shareable(shared))
+        return 0;
+    PyErr_Format(PyExc_TypeError,
+                 "shared must be frozen, since every worker reads it by "
+                 "pointer: pass pyparallel.freeze(obj) (this %.100s is not "
+                 "frozen)", Py_TYPE(shared)->tp_name);
+    return -1;
+}
+
 void
 ppy_endpoint_clear(ppy_endpoint *ep)
 {
@@ -345,16 +357,25 @@ proto_read(pp_conn *c, const char *data, size_t len)
     ppy_pconn *pc = pp_conn_data(c);
     ppy_endpoint *ep = pc->ep;
     PyObject *arg, *r;
-    size_t used = len;
+    size_t used = len, scanned = pc->scanned;
     int which;
 
+    pc->scanned = 0;             /* unless lines mode keeps a tail below */
     if (pc->protocol == NULL || pp_conn_closing(c))
         return len;
     if (ep->lines) {
-        const char *nl = memrchr(data, '\n', len);
+        /* Only the bytes after what earlier reads searched: the engine
+         * hands the unconsumed tail back first, and that tail -- what
+         * followed the last newline -- holds none.  Searching it again on
+         * every read would be quadratic in a long line. */
+        size_t from = scanned <= len ? scanned : 0;
+        const char *nl = memrchr(data + from, '\n', len - from);
 
-        if (nl == NULL)
+        ep->line_scanned += len - from;
+        if (nl == NULL) {
+            pc->scanned = len;
             return 0;            /* wait for the end of the line */
+        }
         used = (size_t)(nl - data) + 1;
         arg = split_lines(data, used);
         which = PPY_CB_LINES_RECEIVED;
@@ -374,6 +395,8 @@ proto_read(pp_conn *c, const char *data, size_t len)
         callback_failed(pc, cb_names[which], 1);
     else
         send_result(pc, r, cb_names[which]);
+    if (ep->lines)
+        pc->scanned = len - used;    /* after the last newline: none */
     return used;
 }
 
@@ -503,7 +526,10 @@ const pp_conn_handler ppy_proto_handler = {
 static size_t
 native_read(pp_conn *c, const char *data, size_t len)
 {
-    (void)pp_conn_write(c, data, len);
+    /* -EPIPE: closing, nothing more goes out anyway.  -ENOMEM: an echo
+     * with a hole in it would be worse than none; close. */
+    if (pp_conn_write(c, data, len) == -ENOMEM)
+        pp_conn_abort(c);
     return len;
 }
 

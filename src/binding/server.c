@@ -34,7 +34,8 @@ typedef struct ppy_srv_shared {
     pp_conn_config cfg;
     int native;
     int64_t proto_id;
-    PyObject *shared;            /* frozen: immortal, readable everywhere */
+    PyObject *shared;            /* frozen (checked), or NULL; the Server
+                                    object holds the reference */
     atomic_size_t conns;         /* open across workers (max_connections) */
     size_t max_conns;
 } ppy_srv_shared;
@@ -62,9 +63,17 @@ wsrv_reap(pp_loop *loop, pp_pending *p)
 {
     ppy_wsrv *ws = p->data;
     ppy_srv_shared *sh = ws->sh;
+    int rc;
 
     (void)loop;
-    (void)pp_conn_group_destroy(&ws->group);
+    /* Reaped once closing and empty, its acceptor stopped: the group
+     * cannot be busy.  If it is (a bug), connections still point into ws:
+     * keep it; the next connection to close queues this reap again. */
+    if ((rc = pp_conn_group_destroy(&ws->group)) < 0) {
+        ppy_io_report(ws->ep.lt->index, "a closed server's connection group "
+                      "is still busy; keeping it", rc);
+        return;
+    }
     pp_link_remove(&ws->ep.link);
     ppy_endpoint_clear(&ws->ep);
     free(ws);
@@ -141,10 +150,16 @@ start_proc(ppy_lthread *lt, ppy_cmd *cmd)
                                 sh->native ? &ppy_native_echo_handler
                                            : &ppy_proto_handler,
                                 &ws->ep)) < 0) {
-        (void)pp_conn_group_destroy(&ws->group);
+        cmd->rc = rc;
+        /* No connection and no acceptor: it cannot be busy.  If it is (a
+         * bug), leak ws rather than free what the group points into. */
+        if ((rc = pp_conn_group_destroy(&ws->group)) < 0) {
+            ppy_io_report(lt->index, "a server's connection group that never "
+                          "started is busy; leaking it", rc);
+            return;
+        }
         ppy_endpoint_clear(&ws->ep);
         free(ws);
-        cmd->rc = rc;
         return;
     }
     atomic_fetch_add(&sh->refs, 1);
@@ -154,23 +169,41 @@ start_proc(ppy_lthread *lt, ppy_cmd *cmd)
     sc->ws = ws;
 }
 
+/* Closes ws, or whatever endpoint `start` made: a start whose outcome main
+ * never saw (Ctrl-C while server() waited for it).  It was posted to the
+ * same loop thread before this command, so it has run by now. */
 typedef struct {
     ppy_cmd base;
     ppy_wsrv *ws;
+    start_cmd *start;            /* a reference, or NULL */
 } close_cmd;
 
 static void
 close_proc(ppy_lthread *lt, ppy_cmd *cmd)
 {
+    close_cmd *cc = (close_cmd *)cmd;
+    ppy_wsrv *ws = cc->ws ? cc->ws : cc->start ? cc->start->ws : NULL;
+
     (void)lt;
-    wsrv_close(&((close_cmd *)cmd)->ws->ep);
+    if (ws)
+        wsrv_close(&ws->ep);
+}
+
+static void
+close_free(ppy_cmd *cmd)
+{
+    close_cmd *cc = (close_cmd *)cmd;
+
+    if (cc->start)
+        ppy_cmd_release(&cc->start->base);
+    free(cc);
 }
 
 typedef struct {
     ppy_cmd base;
     ppy_wsrv *ws;
     pp_conn_stats stats;
-    uint64_t count, errors;
+    uint64_t count, errors, line_scanned;
 } stats_cmd;
 
 static void
@@ -182,6 +215,7 @@ stats_proc(ppy_lthread *lt, ppy_cmd *cmd)
     sc->stats = sc->ws->group.stats;
     sc->count = sc->ws->group.count;
     sc->errors = sc->ws->ep.errors;
+    sc->line_scanned = sc->ws->ep.line_scanned;
 }
 
 /* ---- the Server type (main interpreter) --------------------------------------- */
@@ -189,10 +223,13 @@ stats_proc(ppy_lthread *lt, ppy_cmd *cmd)
 typedef struct {
     PyObject_HEAD
     PyObject *pool;
+    PyObject *shared;            /* a reference to shared=, or NULL */
     ppy_srv_shared *sh;
     int nworkers;
     ppy_lthread **lts;            /* per worker */
     ppy_wsrv **ws;                /* per worker, NULL where not started */
+    start_cmd **starts;          /* per worker: a start posted but not seen
+                                    through (Ctrl-C), with a reference */
     int *fds;                    /* listeners */
     int nfds;
     int port;
@@ -221,7 +258,7 @@ listen_error(int rc, const char *host, int port, const char *unix_path)
     return NULL;
 }
 
-static int server_shutdown(ppy_server *self, long timeout_ns);
+static int server_shutdown(ppy_server *self, int64_t timeout_ns);
 
 static PyObject *
 server_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
@@ -234,49 +271,63 @@ server_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     const char *host = NULL, *unix_path = NULL;
     int port = 0, backlog = PP_NET_BACKLOG, reuse_port = 1, native = 0;
     long long max_conns = 0;
-    double idle = 0.0;
+    PyObject *idle_obj = Py_None;
+    int64_t idle_ns;
     Py_ssize_t write_high = 65536, write_low = 16384, read_limit = 1 << 20;
     PyObject *shared = Py_None;
     ppy_server *self;
     ppy_srv_shared *sh;
     int i, n, rc;
 
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OziOz|iOLdpnnnp:Server",
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OziOz|iOLOpnnnp:Server",
                                      kwlist, &pool, &host, &port, &protocol,
                                      &unix_path, &backlog, &shared, &max_conns,
-                                     &idle, &reuse_port, &write_high,
+                                     &idle_obj, &reuse_port, &write_high,
                                      &write_low, &read_limit, &native))
         return NULL;
     if (write_high <= 0 || write_low < 0 || write_low > write_high ||
-        read_limit <= 0 || max_conns < 0 || idle < 0) {
+        read_limit <= 0 || max_conns < 0) {
         PyErr_SetString(PyExc_ValueError,
                         "need write_high > 0, 0 <= write_low <= write_high, "
-                        "read_limit > 0, max_connections >= 0, "
-                        "idle_timeout >= 0");
+                        "read_limit > 0, max_connections >= 0");
+        return NULL;
+    }
+    if (ppy_check_shared(shared) < 0)
+        return NULL;
+    /* None, inf or past 292 years: no idle timeout (0 for the engine). */
+    if (ppy_timeout_ns(idle_obj, "idle_timeout", PPY_TIMEOUT_NONE, &idle_ns) < 0)
+        return NULL;
+    if (idle_ns == 0) {
+        PyErr_Format(PyExc_ValueError, "idle_timeout must be a positive number "
+                     "of seconds or None, not %R", idle_obj);
         return NULL;
     }
     self = (ppy_server *)type->tp_alloc(type, 0);
     if (self == NULL)
         return NULL;
     self->pool = Py_NewRef(pool);
+    self->shared = shared == Py_None ? NULL : Py_NewRef(shared);
     n = self->nworkers = ppy_pool_nworkers(pool);
     self->lts = calloc((size_t)n, sizeof(*self->lts));
     self->ws = calloc((size_t)n, sizeof(*self->ws));
+    self->starts = calloc((size_t)n, sizeof(*self->starts));
     self->fds = malloc((size_t)n * sizeof(int));
     self->sh = sh = calloc(1, sizeof(*sh));
-    if (!self->lts || !self->ws || !self->fds || !sh) {
+    if (!self->lts || !self->ws || !self->starts || !self->fds || !sh) {
         PyErr_NoMemory();
         goto fail;
     }
     atomic_init(&sh->refs, 1);
     pp_word_init(&sh->live, 0);
     sh->native = native;
-    sh->shared = shared == Py_None ? NULL : shared;   /* frozen: immortal */
+    /* Frozen, hence immortal: the workers' own references (Py_NewRef in
+     * start_proc) write nothing to it. */
+    sh->shared = self->shared;
     pp_conn_config_default(&sh->cfg);
     sh->cfg.write_high = (size_t)write_high;
     sh->cfg.write_low = (size_t)write_low;
     sh->cfg.read_max = (size_t)read_limit;
-    sh->cfg.idle_timeout_ns = (uint64_t)(idle * 1e9);
+    sh->cfg.idle_timeout_ns = idle_ns < 0 ? 0 : (uint64_t)idle_ns;
     sh->cfg.max_conns = max_conns ? (size_t)((max_conns + n - 1) / n) : 0;
     sh->max_conns = (size_t)max_conns;
     atomic_init(&sh->conns, 0);
@@ -344,7 +395,15 @@ server_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
         sc->sh = sh;
         sc->fd = self->fds[self->nfds == 1 ? 0 : i];
         if (ppy_cmd_call(self->lts[i], &sc->base) < 0) {
-            ppy_cmd_release(&sc->base);
+            /* Not posted (the loop thread has stopped), or interrupted
+             * (Ctrl-C) while the loop thread may still run it: then the
+             * close below refers to this command, and runs after it. */
+            if (pp_word_get(&sc->base.done)) {
+                self->ws[i] = sc->ws;
+                ppy_cmd_release(&sc->base);
+            } else {
+                self->starts[i] = sc;
+            }
             goto fail;
         }
         self->ws[i] = sc->ws;
@@ -389,45 +448,79 @@ check_loops(void *server)
     return 0;
 }
 
+/* Waits while *w == expected -- for the workers' loops -- up to the
+ * deadline (timeout_ns < 0: none) counted from start.  Returns 0 once it
+ * changed, 1 on timeout, -1 with an exception set (Ctrl-C, or a wait that
+ * could never end: check_loops). */
+static int
+wait_change(ppy_server *self, pp_word *w, uint32_t expected, uint64_t start,
+            int64_t timeout_ns)
+{
+    int64_t left = -1;
+
+    if (timeout_ns >= 0) {
+        uint64_t spent = pp_now_ns() - start;
+        if (spent >= (uint64_t)timeout_ns)
+            return 1;
+        left = timeout_ns - (int64_t)spent;
+    }
+    return ppy_wait_word_checked(w, expected, 0, left, check_loops, self) < 0
+           ? -1 : 0;
+}
+
 /* Closes every worker's endpoint, waits (timeout_ns < 0: for ever) until
  * each is reaped, then closes the listeners.  Returns 0, 1 on timeout, or
  * -1 with an exception set (Ctrl-C). */
 static int
-server_shutdown(ppy_server *self, long timeout_ns)
+server_shutdown(ppy_server *self, int64_t timeout_ns)
 {
-    int i;
+    int i, rc;
     uint64_t start = pp_now_ns();
 
     if (self->closed == 2)
         return 0;
     if (self->closed == 0) {
         self->closed = 1;
-        for (i = 0; i < self->nworkers; i++) {
+        for (i = 0; self->ws && self->starts && i < self->nworkers; i++) {
             close_cmd *cc;
-            if (self->ws == NULL || self->ws[i] == NULL)
+            if (self->ws[i] == NULL && self->starts[i] == NULL)
                 continue;
             if ((cc = calloc(1, sizeof(*cc))) == NULL)
                 return PyErr_NoMemory(), -1;
             ppy_cmd_init(&cc->base, close_proc);
+            cc->base.free = close_free;
             cc->ws = self->ws[i];
             self->ws[i] = NULL;
-            (void)ppy_cmd_post(self->lts[i], &cc->base);  /* gone: closed already */
+            if (self->starts[i]) {
+                cc->start = self->starts[i];
+                atomic_fetch_add(&cc->start->base.refs, 1);
+            }
+            /* Not posted: that loop thread has stopped, and it closed
+             * every endpoint it had (a start that ran included). */
+            (void)ppy_cmd_post(self->lts[i], &cc->base);
             ppy_cmd_release(&cc->base);
+        }
+    }
+    /* A start main stopped waiting for may still be running, and it uses
+     * a listener: the listeners stay open until it is done.  (Its endpoint,
+     * if it made one, counts in live from then on, until the close above
+     * has run after it.) */
+    for (i = 0; self->starts && i < self->nworkers; i++) {
+        start_cmd *sc = self->starts[i];
+        while (sc && pp_word_get(&sc->base.done) == 0) {
+            if ((rc = wait_change(self, &sc->base.done, 0, start, timeout_ns)) != 0)
+                return rc;
+        }
+        if (sc) {
+            self->starts[i] = NULL;
+            ppy_cmd_release(&sc->base);
         }
     }
     if (self->sh) {
         uint32_t live;
         while ((live = pp_word_get(&self->sh->live)) > 0) {
-            long left = -1;
-            if (timeout_ns >= 0) {
-                uint64_t spent = pp_now_ns() - start;
-                if (spent >= (uint64_t)timeout_ns)
-                    return 1;
-                left = timeout_ns - (long)spent;
-            }
-            if (ppy_wait_word_checked(&self->sh->live, live, 0, left,
-                                      check_loops, self) < 0)
-                return -1;
+            if ((rc = wait_change(self, &self->sh->live, live, start, timeout_ns)) != 0)
+                return rc;
         }
     }
     for (i = 0; i < self->nfds; i++)
@@ -446,17 +539,12 @@ static PyObject *
 server_close(ppy_server *self, PyObject *args)
 {
     PyObject *timeout = Py_None;
-    long timeout_ns = -1;
+    int64_t timeout_ns;
     int rc;
 
-    if (!PyArg_ParseTuple(args, "|O:close", &timeout))
+    if (!PyArg_ParseTuple(args, "|O:close", &timeout) ||
+        ppy_timeout_ns(timeout, "timeout", PPY_TIMEOUT_NONE, &timeout_ns) < 0)
         return NULL;
-    if (timeout != Py_None) {
-        double d = PyFloat_AsDouble(timeout);
-        if (d == -1.0 && PyErr_Occurred())
-            return NULL;
-        timeout_ns = d <= 0 ? 0 : (long)(d * 1e9);
-    }
     rc = server_shutdown(self, timeout_ns);
     if (rc < 0)
         return NULL;
@@ -466,11 +554,12 @@ server_close(ppy_server *self, PyObject *args)
 static PyObject *
 server_stats(ppy_server *self, PyObject *unused)
 {
-    uint64_t sum[6] = {0};       /* connections, accepted, closed, errors,
-                                    bytes read, bytes written */
-    static const char *names[6] = {"connections", "accepted", "closed",
+    uint64_t sum[7] = {0};       /* connections, accepted, closed, errors,
+                                    bytes read, bytes written, line bytes
+                                    scanned */
+    static const char *names[7] = {"connections", "accepted", "closed",
                                    "callback_errors", "bytes_read",
-                                   "bytes_written"};
+                                   "bytes_written", "line_bytes_scanned"};
     PyObject *res = NULL, *per = PyList_New(0), *w;
     int i, k;
 
@@ -478,7 +567,7 @@ server_stats(ppy_server *self, PyObject *unused)
     if (per == NULL)
         return NULL;
     for (i = 0; i < self->nworkers && !self->closed; i++) {
-        uint64_t v[6];
+        uint64_t v[7];
         stats_cmd *sc;
         if (self->ws[i] == NULL)
             continue;
@@ -502,6 +591,7 @@ server_stats(ppy_server *self, PyObject *unused)
         v[3] = sc->errors;
         v[4] = sc->stats.bytes_read;
         v[5] = sc->stats.bytes_written;
+        v[6] = sc->line_scanned;
         ppy_cmd_release(&sc->base);
         w = Py_BuildValue("{sisKsK}", "worker", i,
                           "connections", (unsigned long long)v[0],
@@ -511,12 +601,12 @@ server_stats(ppy_server *self, PyObject *unused)
             goto done;
         }
         Py_DECREF(w);
-        for (k = 0; k < 6; k++)
+        for (k = 0; k < 7; k++)
             sum[k] += v[k];
     }
     if ((res = PyDict_New()) == NULL)
         goto done;
-    for (k = 0; k < 6; k++) {
+    for (k = 0; k < 7; k++) {
         PyObject *n = PyLong_FromUnsignedLongLong(sum[k]);
         if (n == NULL || PyDict_SetItemString(res, names[k], n) < 0) {
             Py_XDECREF(n);
@@ -553,6 +643,7 @@ server_traverse(ppy_server *self, visitproc visit, void *arg)
 {
     Py_VISIT(Py_TYPE(self));
     Py_VISIT(self->pool);
+    Py_VISIT(self->shared);
     return 0;
 }
 
@@ -571,10 +662,17 @@ server_dealloc(ppy_server *self)
     }
     if (self->sh)
         shared_release(self->sh);
+    for (int i = 0; self->starts && i < self->nworkers; i++) {
+        /* Left by an interrupted shutdown (whose listeners stay open). */
+        if (self->starts[i])
+            ppy_cmd_release(&self->starts[i]->base);
+    }
+    free(self->starts);
     free(self->lts);
     free(self->ws);
     free(self->fds);
     free(self->unix_path);
+    Py_CLEAR(self->shared);
     Py_CLEAR(self->pool);
     tp->tp_free(self);
     Py_DECREF(tp);

@@ -111,19 +111,14 @@ static PyObject *
 task_wait(ppy_task *t, PyObject *args)
 {
     PyObject *timeout_obj = Py_None;
-    long timeout_ns = -1;
+    int64_t timeout_ns;
     uint64_t start = pp_now_ns();
     long spin = t->pool->spin_ns;
     uint32_t s;
 
-    if (!PyArg_ParseTuple(args, "|O:wait", &timeout_obj))
+    if (!PyArg_ParseTuple(args, "|O:wait", &timeout_obj) ||
+        ppy_timeout_ns(timeout_obj, "timeout", PPY_TIMEOUT_NONE, &timeout_ns) < 0)
         return NULL;
-    if (timeout_obj != Py_None) {
-        double d = PyFloat_AsDouble(timeout_obj);
-        if (d == -1.0 && PyErr_Occurred())
-            return NULL;
-        timeout_ns = d <= 0 ? 0 : (d > 1e9 ? -1 : (long)(d * 1e9));
-    }
     for (;;) {
         long left = -1;
         int64_t seen;

@@ -192,29 +192,37 @@ post_cancel(ppy_timer_obj *self)
     return cc;
 }
 
-
-
-/* Timer(pool, worker, delay, period, fn, args, kwargs) */
+/* Timer(pool, worker, delay, period, fn, args, kwargs): delay and period in
+ * seconds, period None for a one-shot timer. */
 static PyObject *
 timer_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 {
     static char *kwlist[] = {"pool", "worker", "delay", "period", "fn", "args",
                              "kwargs", NULL};
     ppy_state *st = PyType_GetModuleState(type);
-    PyObject *pool, *fn, *fargs, *fkwargs;
-    double delay, period;
+    PyObject *pool, *fn, *fargs, *fkwargs, *delay_obj, *period_obj;
+    int64_t delay_ns, period_ns = 0;
     int worker;
     ppy_timer_obj *self;
     start_cmd *sc;
 
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OiddOO!O:Timer", kwlist,
-                                     &pool, &worker, &delay, &period, &fn,
-                                     &PyTuple_Type, &fargs, &fkwargs))
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OiOOOO!O:Timer", kwlist,
+                                     &pool, &worker, &delay_obj, &period_obj,
+                                     &fn, &PyTuple_Type, &fargs, &fkwargs))
         return NULL;
-    if (!(delay >= 0) || !(period >= 0) || delay > 1e9 || period > 1e9) {
-        PyErr_SetString(PyExc_ValueError,
-                        "delay must be >= 0 seconds and period > 0 (or None)");
+    /* Huge values clamp to 2**63 - 1 ns: "not before then", never early
+     * (the engine's deadlines saturate). */
+    if (ppy_timeout_ns(delay_obj, "delay", PPY_TIMEOUT_CLAMP, &delay_ns) < 0)
         return NULL;
+    if (period_obj != Py_None) {
+        if (ppy_timeout_ns(period_obj, "period",
+                           PPY_TIMEOUT_NONE | PPY_TIMEOUT_CLAMP, &period_ns) < 0)
+            return NULL;
+        if (period_ns == 0) {
+            PyErr_Format(PyExc_ValueError, "period must be a positive number "
+                         "of seconds or None, not %R", period_obj);
+            return NULL;
+        }
     }
     self = (ppy_timer_obj *)type->tp_alloc(type, 0);
     if (self == NULL)
@@ -223,17 +231,21 @@ timer_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     self->worker = worker;
     if ((self->lt = ppy_pool_lthread(pool, worker)) == NULL)
         goto fail;
-    if ((self->sh = calloc(1, sizeof(*self->sh))) == NULL ||
-        (sc = calloc(1, sizeof(*sc))) == NULL) {
+    if ((self->sh = calloc(1, sizeof(*self->sh))) == NULL) {
         PyErr_NoMemory();
         goto fail;
     }
-    atomic_init(&self->sh->refs, 2);    /* ours, and the start command's */
+    atomic_init(&self->sh->refs, 1);    /* ours */
+    if ((sc = calloc(1, sizeof(*sc))) == NULL) {
+        PyErr_NoMemory();
+        goto fail;
+    }
+    atomic_fetch_add(&self->sh->refs, 1);   /* the start command's */
     ppy_cmd_init(&sc->base, start_proc);
     sc->base.free = start_free;
     sc->sh = self->sh;
-    sc->delay_ns = (uint64_t)(delay * 1e9);
-    sc->period_ns = (uint64_t)(period * 1e9);
+    sc->delay_ns = (uint64_t)delay_ns;
+    sc->period_ns = (uint64_t)period_ns;
     if ((sc->fn_id = ppy_pool_fn_id(pool, fn)) == -1 ||
         (sc->fn_id == -2 && ppy_encode(st, fn, &sc->in, "the callable") < 0) ||
         ppy_encode_call(st, fn, fargs, fkwargs, &sc->in) < 0) {

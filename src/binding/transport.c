@@ -8,6 +8,19 @@
  * one to one onto pp_conn calls.  Once the connection has closed the
  * handle is detached and every method but is_closing() and
  * get_extra_info() raises BrokenPipeError.
+ *
+ * Threads: the engine's connection belongs to its loop thread, but any
+ * thread of the worker's interpreter may hold the transport (a submit()ed
+ * task runs next to the loop thread, sharing its GIL; it may start threads
+ * of its own).  A method that touches the connection, called on any other
+ * thread, is posted to the loop thread as a command -- which wakes it from
+ * its poll -- and the caller waits for it with the GIL released: the call
+ * then runs exactly as it would in a callback, its output is flushed in
+ * that loop iteration, its exception is raised in the caller, and calls
+ * keep their order.  Reading the connection's state under the GIL would be
+ * consistent (the loop thread changes it only while holding the GIL), but
+ * writing it would not: the poll runs without the GIL, and a write queued
+ * from another thread would wait for the loop's next wake-up.
  */
 #include "ppy_io.h"
 
@@ -159,38 +172,140 @@ ppy_transport_send_value(PyObject *transport, PyObject *value)
     return send_one(c, value);
 }
 
+/* ---- running on the loop thread ---------------------------------------------- */
+
+/* A method's body: runs on the connection's loop thread.  a and kw are the
+ * method's argument (METH_O), or its args tuple and kwargs dict, or NULL. */
+typedef PyObject *(*tr_impl)(ppy_transport *t, PyObject *a, PyObject *kw);
+
+typedef struct {
+    ppy_cmd base;
+    tr_impl impl;
+    ppy_transport *t;
+    PyObject *a, *kw;
+    PyObject *result;            /* what impl returned, or NULL */
+    PyObject *exc;               /* ... and then what it raised */
+} tr_cmd;
+
+static void
+tr_cmd_proc(ppy_lthread *lt, ppy_cmd *cmd)
+{
+    tr_cmd *tc = (tr_cmd *)cmd;
+
+    (void)lt;
+    tc->result = tc->impl(tc->t, tc->a, tc->kw);
+    if (tc->result == NULL)
+        tc->exc = PyErr_GetRaisedException();   /* for the caller, not the log */
+}
+
+/* Both ends release with the worker's GIL held: the caller, and the loop
+ * thread in run_cmd(). */
+static void
+tr_cmd_free(ppy_cmd *cmd)
+{
+    tr_cmd *tc = (tr_cmd *)cmd;
+
+    Py_XDECREF(tc->result);
+    Py_XDECREF(tc->exc);
+    Py_XDECREF(tc->a);
+    Py_XDECREF(tc->kw);
+    Py_XDECREF((PyObject *)tc->t);
+    free(tc);
+}
+
+/* Calls impl on the connection's loop thread: at once when this is that
+ * thread, else through a command, waiting for it with the GIL released.
+ * The wait cannot be interrupted: the loop thread runs every command
+ * posted before it stopped, so `done` always comes, and leaving early
+ * would lose the call's outcome. */
+static PyObject *
+on_loop(ppy_transport *t, tr_impl impl, PyObject *a, PyObject *kw)
+{
+    tr_cmd *tc;
+    PyObject *result, *exc;
+
+    if (ppy_lthread_current == t->lt)
+        return impl(t, a, kw);
+    if ((tc = calloc(1, sizeof(*tc))) == NULL)
+        return PyErr_NoMemory();
+    ppy_cmd_init(&tc->base, tr_cmd_proc);
+    tc->base.free = tr_cmd_free;
+    tc->impl = impl;
+    tc->t = (ppy_transport *)Py_NewRef((PyObject *)t);
+    tc->a = Py_XNewRef(a);
+    tc->kw = Py_XNewRef(kw);
+    if (ppy_cmd_post(t->lt, &tc->base) < 0) {
+        ppy_cmd_release(&tc->base);
+        PyErr_SetString(PyExc_BrokenPipeError,
+                        "the connection is closed: its worker's loop thread "
+                        "has stopped (pyparallel is shutting down)");
+        return NULL;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    while (pp_word_get(&tc->base.done) == 0)
+        pp_word_wait(&tc->base.done, 0, 0, -1);
+    Py_END_ALLOW_THREADS
+    result = tc->result;
+    exc = tc->exc;
+    tc->result = tc->exc = NULL;
+    ppy_cmd_release(&tc->base);
+    if (result == NULL) {
+        if (exc == NULL)
+            exc = PyObject_CallFunction(PyExc_SystemError, "s",
+                                        "a transport call failed without an "
+                                        "exception");
+        if (exc != NULL)
+            PyErr_SetRaisedException(exc);
+    }
+    return result;
+}
+
 /* ---- methods ---------------------------------------------------------------- */
 
 static PyObject *
-tr_write(ppy_transport *t, PyObject *data)
+do_write(ppy_transport *t, PyObject *data, PyObject *unused)
 {
     pp_conn *c = live_conn(t);
 
+    (void)unused;
     if (c == NULL || send_one(c, data) < 0)
         return NULL;
     Py_RETURN_NONE;
 }
 
 static PyObject *
-tr_writelines(ppy_transport *t, PyObject *iterable)
+tr_write(ppy_transport *t, PyObject *data)
+{
+    return on_loop(t, do_write, data, NULL);
+}
+
+/* items: a list (made by the caller's thread, which owns the iterable). */
+static PyObject *
+do_writelines(ppy_transport *t, PyObject *items, PyObject *unused)
 {
     pp_conn *c = live_conn(t);
-    PyObject *it, *item;
+    Py_ssize_t i;
 
-    if (c == NULL || (it = PyObject_GetIter(iterable)) == NULL)
+    (void)unused;
+    if (c == NULL)
         return NULL;
-    while ((item = PyIter_Next(it)) != NULL) {
-        int rc = send_one(c, item);
-        Py_DECREF(item);
-        if (rc < 0) {
-            Py_DECREF(it);
+    for (i = 0; i < PyList_GET_SIZE(items); i++) {
+        if (send_one(c, PyList_GET_ITEM(items, i)) < 0)
             return NULL;
-        }
     }
-    Py_DECREF(it);
-    if (PyErr_Occurred())
-        return NULL;
     Py_RETURN_NONE;
+}
+
+static PyObject *
+tr_writelines(ppy_transport *t, PyObject *iterable)
+{
+    PyObject *items = PySequence_List(iterable), *r;
+
+    if (items == NULL)
+        return NULL;
+    r = on_loop(t, do_writelines, items, NULL);
+    Py_DECREF(items);
+    return r;
 }
 
 /* Borrows a bytes-like's buffer (view must be released by the caller). */
@@ -205,7 +320,7 @@ get_bytes(PyObject *o, Py_buffer *view, const char *name)
 }
 
 static PyObject *
-tr_sendfile(ppy_transport *t, PyObject *args, PyObject *kwargs)
+do_sendfile(ppy_transport *t, PyObject *args, PyObject *kwargs)
 {
     static char *kwlist[] = {"path", "offset", "count", "before", "after", NULL};
     PyObject *path_obj = NULL, *count_obj = Py_None;
@@ -280,40 +395,46 @@ done:
 }
 
 static PyObject *
-tr_close(ppy_transport *t, PyObject *unused)
+tr_sendfile(ppy_transport *t, PyObject *args, PyObject *kwargs)
 {
-    (void)unused;
+    return on_loop(t, do_sendfile, args, kwargs);
+}
+
+static PyObject *
+do_close(ppy_transport *t, PyObject *a, PyObject *kw)
+{
+    (void)a; (void)kw;
     if (t->pc && t->pc->c)
         pp_conn_close(t->pc->c);
     Py_RETURN_NONE;
 }
 
 static PyObject *
-tr_abort(ppy_transport *t, PyObject *unused)
+do_abort(ppy_transport *t, PyObject *a, PyObject *kw)
 {
-    (void)unused;
+    (void)a; (void)kw;
     if (t->pc && t->pc->c)
         pp_conn_abort(t->pc->c);
     Py_RETURN_NONE;
 }
 
 static PyObject *
-tr_write_eof(ppy_transport *t, PyObject *unused)
+do_write_eof(ppy_transport *t, PyObject *a, PyObject *kw)
 {
     pp_conn *c = live_conn(t);
 
-    (void)unused;
+    (void)a; (void)kw;
     if (c == NULL || write_result(pp_conn_shutdown(c)) < 0)
         return NULL;
     Py_RETURN_NONE;
 }
 
 static PyObject *
-tr_pause_reading(ppy_transport *t, PyObject *unused)
+do_pause_reading(ppy_transport *t, PyObject *a, PyObject *kw)
 {
     pp_conn *c = live_conn(t);
 
-    (void)unused;
+    (void)a; (void)kw;
     if (c == NULL)
         return NULL;
     pp_conn_pause_reading(c);
@@ -321,11 +442,11 @@ tr_pause_reading(ppy_transport *t, PyObject *unused)
 }
 
 static PyObject *
-tr_resume_reading(ppy_transport *t, PyObject *unused)
+do_resume_reading(ppy_transport *t, PyObject *a, PyObject *kw)
 {
     pp_conn *c = live_conn(t);
 
-    (void)unused;
+    (void)a; (void)kw;
     if (c == NULL)
         return NULL;
     pp_conn_resume_reading(c);
@@ -333,21 +454,38 @@ tr_resume_reading(ppy_transport *t, PyObject *unused)
 }
 
 static PyObject *
-tr_is_closing(ppy_transport *t, PyObject *unused)
+do_is_closing(ppy_transport *t, PyObject *a, PyObject *kw)
 {
-    (void)unused;
+    (void)a; (void)kw;
     return PyBool_FromLong(t->pc == NULL || t->pc->c == NULL ||
                            pp_conn_closing(t->pc->c));
 }
 
 static PyObject *
-tr_get_write_buffer_size(ppy_transport *t, PyObject *unused)
+do_get_write_buffer_size(ppy_transport *t, PyObject *a, PyObject *kw)
 {
-    (void)unused;
+    (void)a; (void)kw;
     if (t->pc == NULL || t->pc->c == NULL)
         return PyLong_FromLong(0);
     return PyLong_FromSize_t(pp_conn_queued(t->pc->c));
 }
+
+/* The METH_NOARGS methods, each on the loop thread. */
+#define NOARGS_METHOD(name)                                                 \
+    static PyObject *                                                       \
+    tr_##name(ppy_transport *t, PyObject *unused)                           \
+    {                                                                       \
+        (void)unused;                                                       \
+        return on_loop(t, do_##name, NULL, NULL);                           \
+    }
+
+NOARGS_METHOD(close)
+NOARGS_METHOD(abort)
+NOARGS_METHOD(write_eof)
+NOARGS_METHOD(pause_reading)
+NOARGS_METHOD(resume_reading)
+NOARGS_METHOD(is_closing)
+NOARGS_METHOD(get_write_buffer_size)
 
 static PyObject *
 address(int fd, int peer)
@@ -366,7 +504,7 @@ address(int fd, int peer)
 }
 
 static PyObject *
-tr_get_extra_info(ppy_transport *t, PyObject *args, PyObject *kwargs)
+do_get_extra_info(ppy_transport *t, PyObject *args, PyObject *kwargs)
 {
     static char *kwlist[] = {"name", "default", NULL};
     const char *name;
@@ -392,6 +530,12 @@ tr_get_extra_info(ppy_transport *t, PyObject *args, PyObject *kwargs)
         return PyLong_FromLong(ss.ss_family);
     }
     return Py_NewRef(dflt);
+}
+
+static PyObject *
+tr_get_extra_info(ppy_transport *t, PyObject *args, PyObject *kwargs)
+{
+    return on_loop(t, do_get_extra_info, args, kwargs);
 }
 
 static PyObject *
@@ -421,6 +565,7 @@ tr_get_worker_id(ppy_transport *t, void *c)
 static PyObject *
 tr_repr(ppy_transport *t)
 {
+    /* Any thread: reads one field under the GIL (see the top). */
     int fd = (t->pc && t->pc->c) ? pp_conn_fd(t->pc->c) : -1;
 
     if (fd < 0)

@@ -164,9 +164,25 @@ heap_remove(pp_loop *loop, pp_timer *t)
         heap_down(loop, i);
 }
 
+/* a + b, or UINT64_MAX where that overflows: a deadline that far off is
+ * never reached, where a wrapped one would be due at once. */
+static uint64_t
+add_saturating(uint64_t a, uint64_t b)
+{
+    return b > UINT64_MAX - a ? UINT64_MAX : a + b;
+}
+
 int
 pp_timer_start(pp_loop *loop, pp_timer *timer, uint64_t delay_ns,
                uint64_t period_ns, pp_timer_proc proc, void *data)
+{
+    return pp_timer_start_at(loop, timer, add_saturating(pp_now_ns(), delay_ns),
+                             period_ns, proc, data);
+}
+
+int
+pp_timer_start_at(pp_loop *loop, pp_timer *timer, uint64_t deadline,
+                  uint64_t period_ns, pp_timer_proc proc, void *data)
 {
     if (timer->heap_pos)
         heap_remove(loop, timer);
@@ -179,7 +195,7 @@ pp_timer_start(pp_loop *loop, pp_timer *timer, uint64_t delay_ns,
         loop->heap = heap;
         loop->heap_cap = cap;
     }
-    timer->deadline = pp_now_ns() + delay_ns;
+    timer->deadline = deadline;
     timer->period = period_ns;
     timer->proc = proc;
     timer->data = data;
@@ -211,9 +227,9 @@ run_timers(pp_loop *loop)
         heap_remove(loop, t);
         if (t->period) {
             /* Re-armed before the call, so the callback may stop it. */
-            t->deadline += t->period;
+            t->deadline = add_saturating(t->deadline, t->period);
             if (t->deadline <= now)
-                t->deadline = now + t->period;
+                t->deadline = add_saturating(now, t->period);
             heap_insert(loop, t);  /* cannot fail: a slot was just freed */
         }
         loop->stats.timers_fired++;
@@ -550,17 +566,18 @@ pp_loop_run_once(pp_loop *loop, int timeout_ms)
     n = loop->ops->wait(loop, timeout);
     if (timeout != 0 && loop->after_block)
         loop->after_block(loop, loop->block_data);
-    if (n < 0)
-        return n;
+    /* A failed poll delivers no events, but due timers and pending calls
+     * still run: closing goes through the pending phase, so a loop whose
+     * poller broke can still be wound down. */
     loop->running = 1;
     loop->now = pp_now_ns();
-    dispatch(loop, n);
+    dispatch(loop, n < 0 ? 0 : n);
     loop->now = pp_now_ns();
     run_timers(loop);
     run_pending(loop);
     loop->running = 0;
     loop->stats.iterations++;
-    return 0;
+    return n < 0 ? n : 0;
 }
 
 int

@@ -129,13 +129,17 @@ int pp_loop_create_backend(pp_loop **out, const char *backend);
 int pp_loop_destroy(pp_loop *loop);
 
 /* Runs iterations until pp_loop_stop() is called, then returns 0 (the stop
- * request is consumed, so the loop may be run again).  Returns -errno if
- * polling fails, which only a bug can cause. */
+ * request is consumed, so the loop may be run again).  Returns -errno as
+ * soon as a poll fails (a bug, or the kernel refusing: io_uring can run
+ * out of memory). */
 int pp_loop_run(pp_loop *loop);
 
 /* Runs one iteration, polling at most timeout_ms milliseconds (-1: until an
  * event or the earliest timer, 0: not at all).  Returns 0 or -errno;
- * -EBUSY when called from one of the loop's own callbacks. */
+ * -EBUSY when called from one of the loop's own callbacks.  When the poll
+ * fails the iteration still runs its due timers and pending calls (with no
+ * I/O events), so that a loop can be wound down -- connections closed,
+ * their on_close run -- after its poller broke. */
 int pp_loop_run_once(pp_loop *loop, int timeout_ms);
 
 /* Asks pp_loop_run() to return at the end of its current iteration.  Any
@@ -216,9 +220,17 @@ struct pp_timer {
  * timer that falls behind skips the missed beats rather than firing in a
  * burst.  A timer started from a timer callback never fires in the same
  * phase, so a zero-delay timer that restarts itself cannot starve I/O.
- * Returns 0 or -ENOMEM. */
+ * Deadlines saturate: a delay (or period) too big to add to the clock
+ * means a deadline of UINT64_MAX, never reached, rather than one that
+ * wraps round into the past.  Returns 0 or -ENOMEM. */
 int pp_timer_start(pp_loop *loop, pp_timer *timer, uint64_t delay_ns,
                    uint64_t period_ns, pp_timer_proc proc, void *data);
+
+/* The same with an absolute deadline (a pp_now_ns() value; one in the past
+ * is due at once): timers given the very same deadline fire in the order
+ * they were started. */
+int pp_timer_start_at(pp_loop *loop, pp_timer *timer, uint64_t deadline,
+                      uint64_t period_ns, pp_timer_proc proc, void *data);
 
 /* Cancels the timer if it is active; its memory may be reused at once, also
  * from its own callback or from another timer's callback in the same

@@ -69,15 +69,6 @@ def _check_protocol(protocol, what):
     _api._classify(protocol)       # TransferError for local classes
 
 
-def _seconds(value, name):
-    if value is None:
-        return 0.0
-    value = float(value)
-    if not value > 0:
-        raise ValueError(f"{name} must be > 0 seconds (or None), not {value}")
-    return value
-
-
 class Server:
     """A listening server; every worker accepts and serves connections.
     Returned by pyparallel.server()."""
@@ -108,7 +99,8 @@ class Server:
 
     def stats(self):
         """Counters summed over workers: connections (open now), accepted,
-        closed, callback_errors, bytes_read, bytes_written; and "workers",
+        closed, callback_errors, bytes_read, bytes_written,
+        line_bytes_scanned (lines mode); and "workers",
         a list of {"worker", "connections", "accepted"}, one per worker (how
         the kernel spread the connections)."""
         return self._core.stats()
@@ -154,8 +146,7 @@ def server(host=None, port=None, protocol=None, *, unix=None, backlog=1024,
     if host is None and unix is None:
         host = "127.0.0.1"
     core = _pp.ServerCore(pool, host, 0 if unix else port, protocol, unix,
-                          backlog, shared, max_connections or 0,
-                          _seconds(idle_timeout, "idle_timeout"),
+                          backlog, shared, max_connections or 0, idle_timeout,
                           bool(reuse_port) and unix is None, write_high,
                           write_low, read_limit, _native is not None)
     address = unix if unix is not None else (host, core.port)
@@ -195,11 +186,7 @@ def timer(delay, fn, /, *args, period=None, worker=None, **kwargs):
     active, fired, errors)."""
     if not callable(fn):
         raise TypeError(f"timer() needs a callable, not {fn!r}")
-    delay = float(delay)
-    if not delay >= 0:
-        raise ValueError(f"delay must be >= 0 seconds, not {delay}")
-    period = _seconds(period, "period")
-    pool = _pool()
+    pool = _pool()               # delay and period are checked in C
     return _pp.Timer(pool, _pick_worker(pool, worker), delay, period, fn,
                      args, kwargs or None)
 
@@ -220,10 +207,9 @@ def run(timeout=None):
             not _pp._is_main_interpreter():
         raise RuntimeError("pyparallel.run() runs in the main thread of the "
                            "main interpreter")
-    wait = -1.0 if timeout is None else max(0.0, float(timeout))
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
-        return "stop" if _pp._wait_stop(wait) else "timeout"
+        return "stop" if _pp._wait_stop(timeout) else "timeout"
     except KeyboardInterrupt:
         return "SIGINT"
     except _Terminated:

@@ -7,6 +7,7 @@
 #include "pp_test.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdatomic.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -317,7 +318,7 @@ typedef struct tick {
     int fires;
 } tick;
 
-static int order[64];
+static int order[128];
 static int norder;
 
 static void
@@ -366,6 +367,102 @@ test_timers_fire_in_order(void)
         ASSERT_GE(k[i].fired_at, k[i].started + k[i].delay);
     }
     ASSERT_EQ(stats(loop).timers_fired, 5);
+    free_loop(loop);
+}
+
+/* Timers given the very same deadline fire in the order they were started
+ * (the heap orders by (deadline, seq)), also with earlier and later timers
+ * mixed in and some of them cancelled and restarted.  pp_timer_start()
+ * reads the clock for each timer, so only pp_timer_start_at() can make
+ * deadlines really equal. */
+#define NSAME 40
+
+static void
+test_timers_same_deadline_fire_in_start_order(void)
+{
+    pp_loop *loop = new_loop();
+    tick same[NSAME], other[NSAME];
+    uint64_t deadline = pp_now_ns() + 5 * MS;
+    uint32_t seed = 12345;
+    int i, n = 0;
+
+    memset(same, 0, sizeof(same));
+    memset(other, 0, sizeof(other));
+    norder = 0;
+    for (i = 0; i < NSAME; i++) {
+        seed = seed * 1103515245u + 12345u;
+        other[i].id = 1000 + i;
+        /* Before, at or after the shared deadline, in no order. */
+        ASSERT_EQ(pp_timer_start_at(loop, &other[i].timer,
+                                    deadline - 2 * MS + (seed >> 16) % 5 * MS,
+                                    0, record, &other[i]), 0);
+        same[i].id = i;
+        ASSERT_EQ(pp_timer_start_at(loop, &same[i].timer, deadline, 0, record,
+                                    &same[i]), 0);
+    }
+    /* A restarted timer goes to the back of its deadline's line. */
+    pp_timer_stop(loop, &same[3].timer);
+    ASSERT_EQ(pp_timer_start_at(loop, &same[3].timer, deadline, 0, record,
+                                &same[3]), 0);
+    pp_timer_stop(loop, &other[7].timer);
+    while (n < 2 * NSAME - 1) {
+        ASSERT_EQ(pp_loop_run_once(loop, -1), 0);
+        n = norder;
+    }
+    {
+        int prev = -1, seen = 0;
+        for (i = 0; i < norder; i++) {
+            int id = order[i];
+            if (id >= 1000)
+                continue;
+            if (id == 3) {           /* restarted: last */
+                ASSERT_EQ(seen, NSAME - 1);
+                continue;
+            }
+            ASSERT_LT(prev, id);
+            prev = id;
+            seen++;
+        }
+        ASSERT_EQ(seen, NSAME - 1);
+    }
+    for (i = 0; i < NSAME; i++)
+        ASSERT_EQ(same[i].fires, 1);
+    free_loop(loop);
+}
+
+/* A delay or period too big to add to the clock saturates: the timer is
+ * not due before UINT64_MAX, where a wrapped deadline would fire at once. */
+static void
+test_timer_huge_delay_saturates(void)
+{
+    pp_loop *loop = new_loop();
+    tick late, later, beat, soon;
+
+    memset(&late, 0, sizeof late);
+    memset(&later, 0, sizeof later);
+    memset(&beat, 0, sizeof beat);
+    memset(&soon, 0, sizeof soon);
+    norder = 0;
+    late.id = 1;
+    later.id = 2;
+    beat.id = 3;
+    soon.id = 4;
+    ASSERT_EQ(pp_timer_start(loop, &late.timer, UINT64_MAX, 0, record, &late), 0);
+    ASSERT_EQ(pp_timer_start(loop, &later.timer, UINT64_MAX - 10, 0, record,
+                             &later), 0);
+    ASSERT_EQ(pp_timer_start(loop, &beat.timer, 0, UINT64_MAX, record, &beat), 0);
+    ASSERT_EQ(late.timer.deadline, UINT64_MAX);
+    ASSERT_EQ(later.timer.deadline, UINT64_MAX);
+    ASSERT_EQ(pp_timer_start(loop, &soon.timer, 20 * MS, 0, record, &soon), 0);
+    run_until(loop, &soon.fires, 1);
+    ASSERT_EQ(late.fires, 0);
+    ASSERT_EQ(later.fires, 0);
+    ASSERT_EQ(beat.fires, 1);          /* once, then not before UINT64_MAX */
+    ASSERT_EQ(beat.timer.deadline, UINT64_MAX);
+    ASSERT_TRUE(pp_timer_active(&late.timer) && pp_timer_active(&beat.timer));
+    pp_timer_stop(loop, &late.timer);
+    pp_timer_stop(loop, &later.timer);
+    pp_timer_stop(loop, &beat.timer);
     free_loop(loop);
 }
 
@@ -551,6 +648,55 @@ test_timer_bounds_poll(void)
     ASSERT_GE(pp_now_ns() - start, 20 * MS);
     /* Blocking polls, not a spin: a handful of iterations. */
     ASSERT_LE(stats(loop).iterations, 10);
+    free_loop(loop);
+}
+
+/* A poll that fails still runs the pending phase (closing goes through
+ * it), and pp_loop_run() reports the failure.  The epoll fd is replaced by
+ * /dev/null, which epoll_wait() refuses (EINVAL).  epoll only: io_uring does
+ * not enter the kernel for a poll that has nothing to submit or wait for. */
+static void
+count_pending(pp_loop *loop, pp_pending *p)
+{
+    (void)loop;
+    (*(int *)p->data)++;
+}
+
+static void
+test_failed_poll_still_runs_pending_calls(void)
+{
+    pp_loop *loop = new_loop();
+    pp_pending p = {0};
+    int calls = 0, null, epfd = -1, fd;
+    char path[64], target[64];
+
+    if (strcmp(pp_loop_backend(loop), "epoll") != 0) {
+        printf("# skipped: the %s poller\n", pp_loop_backend(loop));
+        free_loop(loop);
+        return;
+    }
+    for (fd = 0; fd < 1024; fd++) {
+        ssize_t n;
+        snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+        n = readlink(path, target, sizeof target - 1);
+        if (n > 0) {
+            target[n] = 0;
+            if (strcmp(target, "anon_inode:[eventpoll]") == 0)
+                epfd = fd;           /* the last one made: this loop's */
+        }
+    }
+    ASSERT_GE(epfd, 0);
+    null = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    ASSERT_GE(null, 0);
+    ASSERT_EQ(dup2(null, epfd), epfd);
+    close(null);
+    p.data = &calls;
+    pp_pending_add(loop, &p, count_pending);
+    ASSERT_EQ(pp_loop_run_once(loop, 0), -EINVAL);
+    ASSERT_EQ(calls, 1);
+    pp_pending_add(loop, &p, count_pending);
+    ASSERT_EQ(pp_loop_run(loop), -EINVAL);
+    ASSERT_EQ(calls, 2);
     free_loop(loop);
 }
 
@@ -940,11 +1086,14 @@ main(void)
     RUN_TEST(test_wakeup_ping_pong);
     RUN_TEST(test_wakeup_burst);
     RUN_TEST(test_timers_fire_in_order);
+    RUN_TEST(test_timers_same_deadline_fire_in_start_order);
+    RUN_TEST(test_timer_huge_delay_saturates);
     RUN_TEST(test_timer_heap_random);
     RUN_TEST(test_timer_periodic);
     RUN_TEST(test_timer_periodic_skips_missed);
     RUN_TEST(test_timer_cancel);
     RUN_TEST(test_timer_bounds_poll);
+    RUN_TEST(test_failed_poll_still_runs_pending_calls);
     RUN_TEST(test_io_edge_triggered);
     RUN_TEST(test_io_modify);
     RUN_TEST(test_io_unregister_during_dispatch);
