@@ -763,3 +763,11 @@ class AsksMain:
             except Exception as e:
                 out.append("%s %s\n" % (type(e).__name__, e))
         return "".join(out)
+
+
+class SleepsOnData:
+    """Its loop is busy: data_received sleeps for the seconds it is sent."""
+
+    def data_received(self, transport, data):
+        time.sleep(float(data.decode()))
+        return b"slept\n"

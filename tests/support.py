@@ -93,9 +93,10 @@ def run_code(directory, code, *, name="script.py", args=(), **kw):
 
 
 def run_until_ready_then_signal(args, *, sig=signal.SIGINT, ready="ready",
-                                timeout=60, safety=False, cwd=None):
+                                timeout=60, safety=False, cwd=None, again_after=None):
     """Start a child, wait for it to print a line `ready`, send it `sig`, and
-    wait for it to exit.  A child that does not exit in time fails the test."""
+    wait for it to exit (sending `sig` once more after `again_after`
+    seconds, if given).  A child that does not exit in time fails the test."""
     env = child_env(safety=safety)
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, env=env, cwd=cwd or ROOT)
@@ -115,6 +116,11 @@ def run_until_ready_then_signal(args, *, sig=signal.SIGINT, ready="ready",
                 raise AssertionError("child never printed %r" % ready)
         sent_at = time.monotonic()
         os.kill(proc.pid, sig)
+        if again_after is not None:
+            try:
+                proc.wait(again_after)
+            except subprocess.TimeoutExpired:
+                os.kill(proc.pid, sig)
         try:
             out, err = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:

@@ -901,3 +901,29 @@ def _main_raise_value_error(msg):
 def fire_to_main_raising(msg):
     pyparallel.call_from_main_thread(_main_raise_value_error, msg)
     return "fired"
+
+
+# --------------------------------------------------------------------------
+# Executor(initializer=, initargs=)
+
+_INIT = {"calls": 0, "args": None}
+
+
+def init_worker(*args):
+    _INIT["calls"] += 1
+    _INIT["args"] = args
+
+
+def init_state():
+    return (_INIT["calls"], _INIT["args"], pyparallel.worker_id())
+
+
+def init_stored_arg():
+    return _INIT["args"][0]
+
+
+def append_line(path, text):
+    with open(path, "a") as f:
+        f.write(text + "\n")
+    print("task output", text, flush=True)
+    return text

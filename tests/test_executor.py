@@ -374,3 +374,38 @@ def test_default_pool_shutdown_wait_runs_queued(reset_default_pool):
     pyparallel.shutdown(wait=True)
     assert all(f.done() for f in futs)
     assert [f.result() for f in futs] == list(range(40))
+
+
+# ---- initializer= and initargs= (concurrent.futures parity) ------------------
+
+def test_initializer_runs_once_in_each_worker_before_its_first_task():
+    frozen = pyparallel.freeze({"config": [1, 2, 3]})
+    with pyparallel.Executor(2, initializer=tasks.init_worker,
+                             initargs=(frozen, "x")) as ex:
+        states = [f.result(timeout=60)
+                  for f in [ex.submit(tasks.init_state) for _ in range(40)]]
+        assert {s[0] for s in states} == {1}          # once per worker
+        assert all(s[1][0] is frozen and s[1][1] == "x" for s in states)
+        # frozen initargs travel by pointer, as task arguments do
+        assert ex.submit(tasks.init_stored_arg).result(timeout=60) is frozen
+
+
+def test_a_failing_initializer_breaks_the_pool():
+    ex = pyparallel.Executor(2, initializer=tasks.raise_value_error,
+                             initargs=("bad init",))
+    futs = [ex.submit(tasks.inc, i) for i in range(10)]
+    for f in futs:
+        with pytest.raises(pyparallel.BrokenPool) as info:
+            f.result(timeout=60)
+        assert isinstance(info.value, concurrent.futures.BrokenExecutor)
+        assert "ValueError: bad init" in str(info.value.__cause__)
+    with pytest.raises(pyparallel.BrokenPool):
+        ex.submit(tasks.inc, 1)
+    ex.shutdown()
+
+
+def test_initializer_must_be_a_callable_workers_can_find():
+    with pytest.raises(TypeError, match="initializer must be a callable"):
+        pyparallel.Executor(1, initializer=42)
+    with pytest.raises(pyparallel.TransferError, match="lambda"):
+        pyparallel.Executor(1, initializer=lambda: None)

@@ -4,6 +4,8 @@ hangs.  Each case runs a script in a subprocess with a timeout."""
 import signal
 import sys
 
+import pytest
+
 import support
 
 
@@ -15,6 +17,29 @@ def test_normal_exit_with_work_queued(tmp_path):
         """, timeout=60)
     r.assert_clean_exit(0)
     assert "submitted 100" in r.stdout
+
+
+@pytest.mark.parametrize("how", ["default", "executor", "wait_false"])
+def test_work_submitted_before_exit_runs(tmp_path, how):
+    # It used to be cancelled at exit; the stdlib executors run it.
+    out = tmp_path / "out.txt"
+    start = {
+        "default": "submit = pyparallel.submit",
+        "executor": "ex = pyparallel.Executor(2); submit = ex.submit",
+        "wait_false": "ex = pyparallel.Executor(2); submit = ex.submit",
+    }[how]
+    end = "ex.shutdown(wait=False)" if how == "wait_false" else "pass"
+    r = support.run_code(tmp_path, """
+        import pyparallel, tasks
+        %s
+        futs = [submit(tasks.sleep_return, 0.2) for _ in range(2)]
+        futs += [submit(tasks.append_line, %r, str(i)) for i in range(40)]
+        %s
+        print("script ends")
+        """ % (start, str(out), end), timeout=60)
+    r.assert_clean_exit(0)
+    assert sorted(out.read_text().split()) == sorted(str(i) for i in range(40))
+    assert r.stdout.count("task output") == 40, r.describe()
 
 
 def test_normal_exit_after_results(tmp_path):
@@ -175,8 +200,8 @@ def test_exit_after_workers_used_threading_and_logging(tmp_path):
 
 SIGINT_SCRIPT = """
     import pyparallel, tasks
-    # ~60 s of queued work on 2 workers: draining it instead of stopping
-    # would be a hang
+    # ~60 s of queued work on 2 workers: the first Ctrl-C ends the script
+    # and exit runs the queued work, the second exits at once
     futs = [pyparallel.submit(tasks.sleep_return, 0.1, i) for i in range(1200)]
     futs[0].result(timeout=60)
     print("ready", flush=True)
@@ -189,10 +214,31 @@ SIGINT_SCRIPT = """
 def test_sigint_while_work_is_queued(tmp_path):
     path = support.write_script(tmp_path, SIGINT_SCRIPT)
     r, elapsed = support.run_until_ready_then_signal([sys.executable, path],
-                                                     sig=signal.SIGINT, timeout=30)
-    assert r.returncode != 0, r.describe()
-    assert "KeyboardInterrupt" in r.stderr or r.returncode == -signal.SIGINT, r.describe()
+                                                     sig=signal.SIGINT, timeout=30,
+                                                     again_after=1.0)
+    assert r.returncode == 130, r.describe()       # the second Ctrl-C: os._exit(130)
+    assert "KeyboardInterrupt" in r.stderr, r.describe()
+    assert "running the" in r.stderr and "Ctrl-C again to exit at once" in r.stderr
     assert "finished all work" not in r.stdout
+    r.assert_no_crash_output()
+
+
+def test_sigint_then_exit_runs_the_queued_work(tmp_path):
+    # Like ThreadPoolExecutor: work submitted before Ctrl-C still runs.
+    out = tmp_path / "out.txt"
+    path = support.write_script(tmp_path, """
+        import pyparallel, tasks
+        futs = [pyparallel.submit(tasks.sleep_return, 0.3)] * 2
+        futs += [pyparallel.submit(tasks.append_line, %r, str(i)) for i in range(30)]
+        print("ready", flush=True)
+        futs[0].result(timeout=60)
+        import time; time.sleep(60)
+        """ % str(out))
+    r, elapsed = support.run_until_ready_then_signal([sys.executable, path],
+                                                     sig=signal.SIGINT, timeout=60)
+    assert r.returncode in (-signal.SIGINT, 130, 1), r.describe()
+    assert "KeyboardInterrupt" in r.stderr, r.describe()
+    assert sorted(out.read_text().split()) == sorted(str(i) for i in range(30))
     r.assert_no_crash_output()
 
 
@@ -205,7 +251,8 @@ def test_sigint_while_blocked_in_map(tmp_path):
         print("finished all work (should have been interrupted)")
         """)
     r, elapsed = support.run_until_ready_then_signal([sys.executable, path],
-                                                     sig=signal.SIGINT, timeout=30)
+                                                     sig=signal.SIGINT, timeout=30,
+                                                     again_after=1.0)
     assert r.returncode != 0, r.describe()
     assert "finished all work" not in r.stdout
     r.assert_no_crash_output()
@@ -222,7 +269,8 @@ def test_sigint_with_call_from_main_thread_pending(tmp_path):
             f.result()
         """)
     r, elapsed = support.run_until_ready_then_signal([sys.executable, path],
-                                                     sig=signal.SIGINT, timeout=30)
+                                                     sig=signal.SIGINT, timeout=30,
+                                                     again_after=1.0)
     assert r.returncode != 0, r.describe()
     r.assert_no_crash_output()
 

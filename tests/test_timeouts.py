@@ -8,6 +8,8 @@ import math
 
 import pytest
 
+import support
+
 import pyparallel
 from pyparallel import _api
 
@@ -191,3 +193,36 @@ def test_idle_timeout_bad(value, exc, text):
     msg = str(info.value)
     assert msg.startswith("idle_timeout must be "), msg
     assert "seconds" in msg and text in msg and "or None" in msg, msg
+
+
+def test_waits_on_a_busy_loop_time_out(tmp_path):
+    # Server.stats() and Timer.cancel() wait for a worker's loop; a loop
+    # held by a long callback makes them raise TimeoutError after timeout.
+    r = support.run_code(tmp_path, """
+        import socket, time, pyparallel, tasks
+        import io_protocols as P
+        pyparallel.configure(workers=1)
+        srv = pyparallel.server("127.0.0.1", 0, P.SleepsOnData)
+        t = pyparallel.timer(60, tasks.noop)
+        s = socket.create_connection(srv.address, timeout=30)
+        s.sendall(b"2.0")
+        time.sleep(0.3)                      # the loop sleeps in the callback
+        for what, call in (("stats", lambda: srv.stats(timeout=0.2)),
+                           ("cancel", lambda: t.cancel(timeout=0.2))):
+            t0 = time.monotonic()
+            try:
+                call()
+                print(what, "returned")
+            except TimeoutError as e:
+                print(what, "TimeoutError", round(time.monotonic() - t0, 1), e)
+        assert s.recv(100) == b"slept\\n"
+        print("after", srv.stats(timeout=10)["accepted"])
+        t.cancel(timeout=10)
+        print("active", t.active)
+        srv.close()
+        """, timeout=60)
+    r.assert_clean_exit(0)
+    for what in ("stats", "cancel"):
+        line = next(l for l in r.stdout.splitlines() if l.startswith(what + " "))
+        assert "TimeoutError 0.2" in line and "I/O loop" in line, r.describe()
+    assert "after 1" in r.stdout and "active False" in r.stdout

@@ -33,6 +33,7 @@
 #include "pp_arena.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <string.h>
 
 /* Exported by libpython 3.12 and 3.13 but no longer declared by their
@@ -538,8 +539,15 @@ ppy_safety_unprotect_all(void)
 {
     size_t i;
 
-    for (i = 0; i < n_arenas; i++)
-        (void)pp_arena_protect(arenas[i], 0);
+    for (i = 0; i < n_arenas; i++) {
+        /* mprotect() of our own mappings fails only without memory for
+         * the page tables; finalisation would then fault on a frozen
+         * interned str, so say why first. */
+        if (pp_arena_protect(arenas[i], 0) < 0)
+            fprintf(stderr, "pyparallel: could not make frozen memory "
+                    "writable again for interpreter exit: %s\n",
+                    strerror(errno));
+    }
 }
 
 PyObject *

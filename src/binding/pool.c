@@ -101,19 +101,45 @@ fn_lookup(ppy_pool *self, PyObject *fn)
 
 static int pool_join(ppy_pool *self);
 
+/* Encodes the call of the initializer each worker makes before its first
+ * task, as submit() encodes a task's.  Returns 0, or -1 with an exception
+ * set (TransferError naming what cannot travel). */
+static int
+encode_initializer(ppy_pool *self, PyObject *fn, PyObject *args)
+{
+    int64_t id = fn_lookup(self, fn);
+
+    if (id < 0)
+        return -1;
+    self->init_fn_id = (uint32_t)id;
+    if ((id == FN_PICKLED && ppy_encode(self->st, fn, &self->init, "the initializer") < 0) ||
+        ppy_encode_call(self->st, fn, args, NULL, &self->init) < 0)
+        return -1;
+    self->has_init = 1;
+    return 0;
+}
+
 static PyObject *
 pool_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 {
-    static char *kwlist[] = {"nworkers", "config", "classify", "spin_us", NULL};
+    static char *kwlist[] = {"nworkers", "config", "classify", "spin_us",
+                             "initializer", NULL};
     int n, i, rc;
     long spin_us = DEFAULT_SPIN_NS / 1000;
-    PyObject *config, *classify;
+    PyObject *config, *classify, *init = Py_None;
     ppy_pool *self;
     ppy_state *st = PyType_GetModuleState(type);
 
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "iO!O|l:Pool", kwlist, &n,
-                                     &PyDict_Type, &config, &classify, &spin_us))
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "iO!O|lO:Pool", kwlist, &n,
+                                     &PyDict_Type, &config, &classify, &spin_us,
+                                     &init))
         return NULL;
+    if (init != Py_None && (!PyTuple_Check(init) || PyTuple_GET_SIZE(init) != 2 ||
+                            !PyTuple_Check(PyTuple_GET_ITEM(init, 1)))) {
+        PyErr_SetString(PyExc_TypeError,
+                        "initializer must be None or (callable, args tuple)");
+        return NULL;
+    }
     if (n < 1) {
         PyErr_SetString(PyExc_ValueError, "a pool needs at least one worker");
         return NULL;
@@ -155,7 +181,11 @@ pool_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     pp_queue_set_max_spinners(&self->tasks, pp_cpu_count() > 1 ? pp_cpu_count() - 1 : 0);
     pp_word_init(&self->live, 0);
     pp_word_init(&self->ready, 0);
+    pp_word_init(&self->broken, POOL_OK);
     if (ppy_encode(st, config, &self->config, "config") < 0)
+        goto fail;
+    if (init != Py_None && encode_initializer(self, PyTuple_GET_ITEM(init, 0),
+                                              PyTuple_GET_ITEM(init, 1)) < 0)
         goto fail;
 
     rc = pp_thread_start(&self->completer, ppy__completer_main, self);
@@ -453,6 +483,8 @@ pool_dealloc(ppy_pool *self)
         PyMem_RawFree(self->workers);
     }
     pp_buf_free(&self->config);
+    pp_buf_free(&self->init);
+    free(self->broken_tb);
     pool_clear(self);
     Py_CLEAR(self->module);
     Py_CLEAR(self->s_set_result);
@@ -477,6 +509,15 @@ pool_get_pending(ppy_pool *self, void *c)
 }
 
 static PyObject *
+pool_get_broken(ppy_pool *self, void *c)
+{
+    (void)c;
+    if (pp_word_get(&self->broken) != POOL_BROKEN)
+        Py_RETURN_NONE;
+    return PyUnicode_FromString(self->broken_tb);
+}
+
+static PyObject *
 pool_get_joined(ppy_pool *self, void *c)
 {
     (void)c;
@@ -497,6 +538,8 @@ static PyGetSetDef pool_getset[] = {
     {"nworkers", (getter)pool_get_nworkers, NULL, "number of workers", NULL},
     {"pending", (getter)pool_get_pending, NULL, "tasks not yet started", NULL},
     {"joined", (getter)pool_get_joined, NULL, "every worker has ended", NULL},
+    {"broken", (getter)pool_get_broken, NULL,
+     "None, or the traceback of the initializer that failed in a worker", NULL},
     {NULL, NULL, NULL, NULL, NULL}
 };
 
@@ -507,7 +550,7 @@ static PyType_Slot pool_slots[] = {
     {Py_tp_clear, pool_clear},
     {Py_tp_methods, pool_methods},
     {Py_tp_getset, pool_getset},
-    {Py_tp_doc, "Pool(nworkers, config, classify, spin_us=50): own-GIL "
+    {Py_tp_doc, "Pool(nworkers, config, classify, spin_us=50, initializer=None): own-GIL "
                 "worker interpreters (internal; use pyparallel.Executor)"},
     {0, NULL}
 };

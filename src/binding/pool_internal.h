@@ -30,6 +30,7 @@ enum { ITEM_TASK = 1, ITEM_MAINCALL = 2 };
 enum { TASK_PENDING = 0, TASK_RUNNING = 1, TASK_DONE = 2, TASK_CANCELLED = 3 };
 
 #define FN_PICKLED UINT32_MAX
+enum { POOL_OK = 0, POOL_BREAKING = 1, POOL_BROKEN = 2 };
 /* How long an idle worker or a waiting caller spins before sleeping: a
  * stream of small tasks then never pays for a futex round trip. */
 #define DEFAULT_SPIN_NS 50000L
@@ -88,6 +89,7 @@ typedef struct ppy_worker {
     PyObject *module;      /* _pyparallel */
     PyObject *resolve;     /* pyparallel._worker.resolve */
     PyObject *pack_exception;
+    PyObject *broken_error;   /* pyparallel._worker.broken_error */
     PyObject *fini;        /* pyparallel._worker.fini */
     PyObject *fns;         /* list: fn_id -> callable, or None */
     char *init_error;      /* malloc'd traceback of a failed start */
@@ -128,6 +130,11 @@ struct ppy_pool {
     int joined;
     long spin_ns;
     pp_buf config;         /* encoded worker configuration */
+    int has_init;          /* an initializer runs in each worker first */
+    uint32_t init_fn_id;
+    pp_buf init;           /* its encoded call, as a task's */
+    pp_word broken;        /* POOL_*: the initializer failed somewhere */
+    char *broken_tb;       /* that worker's traceback, once BROKEN */
     pthread_mutex_t fn_mu; /* guards the table below */
     char **fn_module, **fn_qualname;
     uint32_t n_fns, cap_fns;

@@ -67,6 +67,9 @@ int ppy_cmd_call(ppy_lthread *lt, ppy_cmd *cmd);
  * an exception set: the signal handler's, or RuntimeError when the wait
  * could never end (the loop thread waits for the caller: see maincall.c). */
 int ppy_cmd_wait(ppy_cmd *cmd);
+/* The same, giving up with TimeoutError ("<what> timed out ...") after
+ * timeout_ns (< 0: never); the command still runs later. */
+int ppy_cmd_wait_for(ppy_cmd *cmd, int64_t timeout_ns, const char *what);
 
 /* ---- loop threads (lthread.c) ------------------------------------------ */
 

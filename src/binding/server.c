@@ -552,7 +552,7 @@ server_close(ppy_server *self, PyObject *args)
 }
 
 static PyObject *
-server_stats(ppy_server *self, PyObject *unused)
+server_stats(ppy_server *self, PyObject *args, PyObject *kwargs)
 {
     uint64_t sum[7] = {0};       /* connections, accepted, closed, errors,
                                     bytes read, bytes written, line bytes
@@ -560,13 +560,19 @@ server_stats(ppy_server *self, PyObject *unused)
     static const char *names[7] = {"connections", "accepted", "closed",
                                    "callback_errors", "bytes_read",
                                    "bytes_written", "line_bytes_scanned"};
-    PyObject *res = NULL, *per = PyList_New(0), *w;
+    PyObject *res = NULL, *per, *w, *timeout = Py_None;
+    int64_t timeout_ns;
+    uint64_t start = pp_now_ns();
     int i, k;
 
-    (void)unused;
-    if (per == NULL)
+    static char *kwlist[] = {"timeout", NULL};
+
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|O:stats", kwlist, &timeout) ||
+        ppy_timeout_ns(timeout, "timeout", PPY_TIMEOUT_NONE, &timeout_ns) < 0 ||
+        (per = PyList_New(0)) == NULL)
         return NULL;
     for (i = 0; i < self->nworkers && !self->closed; i++) {
+        int64_t left = -1;
         uint64_t v[7];
         stats_cmd *sc;
         if (self->ws[i] == NULL)
@@ -581,7 +587,11 @@ server_stats(ppy_server *self, PyObject *unused)
             ppy_cmd_release(&sc->base);
             continue;            /* that worker has shut down */
         }
-        if (ppy_cmd_wait(&sc->base) < 0) {
+        if (timeout_ns >= 0) {
+            uint64_t spent = pp_now_ns() - start;
+            left = spent >= (uint64_t)timeout_ns ? 0 : timeout_ns - (int64_t)spent;
+        }
+        if (ppy_cmd_wait_for(&sc->base, left, "Server.stats()") < 0) {
             ppy_cmd_release(&sc->base);
             goto done;
         }
@@ -682,9 +692,10 @@ static PyMethodDef server_methods[] = {
     {"close", (PyCFunction)server_close, METH_VARARGS,
      "close(timeout=None) -> bool: stop accepting, close every connection "
      "(connection_lost runs for each) and wait; False on timeout"},
-    {"stats", (PyCFunction)server_stats, METH_NOARGS,
-     "stats() -> dict: counters summed over workers, and 'workers': each "
-     "worker's connections and accepted"},
+    {"stats", (PyCFunction)(void (*)(void))server_stats, METH_VARARGS | METH_KEYWORDS,
+     "stats(timeout=None) -> dict: counters summed over workers, and "
+     "'workers': each worker's connections and accepted; TimeoutError if a "
+     "worker's loop does not answer within timeout seconds"},
     {NULL, NULL, 0, NULL}
 };
 

@@ -287,12 +287,17 @@ fail:
 }
 
 static PyObject *
-timer_cancel(ppy_timer_obj *self, PyObject *unused)
+timer_cancel(ppy_timer_obj *self, PyObject *args, PyObject *kwargs)
 {
+    static char *kwlist[] = {"timeout", NULL};
+    PyObject *timeout = Py_None;
+    int64_t timeout_ns;
     cancel_cmd *cc;
     int rc;
 
-    (void)unused;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|O:cancel", kwlist, &timeout) ||
+        ppy_timeout_ns(timeout, "timeout", PPY_TIMEOUT_NONE, &timeout_ns) < 0)
+        return NULL;
     if (self->sh == NULL || !atomic_load(&self->sh->active))
         Py_RETURN_NONE;
     if ((cc = post_cancel(self)) == NULL) {
@@ -301,7 +306,7 @@ timer_cancel(ppy_timer_obj *self, PyObject *unused)
             return NULL;
         Py_RETURN_NONE;
     }
-    rc = ppy_cmd_wait(&cc->base);
+    rc = ppy_cmd_wait_for(&cc->base, timeout_ns, "Timer.cancel()");
     ppy_cmd_release(&cc->base);
     if (rc < 0)
         return NULL;
@@ -360,8 +365,10 @@ timer_dealloc(ppy_timer_obj *self)
 }
 
 static PyMethodDef timer_methods[] = {
-    {"cancel", (PyCFunction)timer_cancel, METH_NOARGS,
-     "cancel(): no call starts after this returns"},
+    {"cancel", (PyCFunction)(void (*)(void))timer_cancel, METH_VARARGS | METH_KEYWORDS,
+     "cancel(timeout=None): no call starts after this returns; TimeoutError "
+     "if the worker's loop does not answer within timeout seconds (the "
+     "cancel still happens later)"},
     {NULL, NULL, 0, NULL}
 };
 

@@ -12,6 +12,7 @@
  */
 #include "pool_internal.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -64,9 +65,11 @@ worker_init(ppy_worker *w)
     }
     w->resolve = PyObject_GetAttrString(wmod, "resolve");
     w->pack_exception = PyObject_GetAttrString(wmod, "pack_exception");
+    w->broken_error = PyObject_GetAttrString(wmod, "broken_error");
     w->fini = PyObject_GetAttrString(wmod, "fini");
     w->fns = PyList_New(0);
-    if (!w->resolve || !w->pack_exception || !w->fini || !w->fns)
+    if (!w->resolve || !w->pack_exception || !w->broken_error || !w->fini ||
+        !w->fns)
         goto fail;
     Py_DECREF(wmod);
     Py_DECREF(config);
@@ -128,39 +131,99 @@ report_exception(ppy_worker *w, ppy_task *t)
     Py_XDECREF(exc);
 }
 
+/* Decodes and makes the call encoded in `in` (as submit() encodes it: the
+ * callable by fn_id, or pickled first; then args and kwargs).  New
+ * reference, or NULL with an exception set.  Worker GIL held. */
+static PyObject *
+call_encoded(ppy_worker *w, uint32_t fn_id, const pp_buf *in)
+{
+    pp_reader rd = {in->data, in->data + in->len};
+    PyObject *fn, *args = NULL, *kwargs = NULL, *res = NULL;
+
+    fn = fn_id == FN_PICKLED ? ppy_decode(w->st, &rd) : worker_fn(w, fn_id);
+    if (fn != NULL && (args = ppy_decode(w->st, &rd)) != NULL &&
+        (kwargs = ppy_decode(w->st, &rd)) != NULL)
+        res = PyObject_Call(fn, args, kwargs == Py_None ? NULL : kwargs);
+    Py_XDECREF(fn);
+    Py_XDECREF(args);
+    Py_XDECREF(kwargs);
+    return res;
+}
+
+/* The pool's initializer failed in some worker: raises the BrokenPool that
+ * every task gets from then on, with that worker's traceback. */
+static void
+raise_broken(ppy_worker *w)
+{
+    PyObject *exc = PyObject_CallFunction(w->broken_error, "s",
+                                          w->pool->broken_tb);
+    if (exc != NULL) {
+        PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
+        Py_DECREF(exc);
+    }
+}
+
+/* Hands a finished (or cancelled) task, and the pipeline's reference, to
+ * the completion thread; lazily when a caller is waiting on it and so
+ * completes its Future itself.  The done queue closes only once every
+ * worker and loop thread has ended, so this cannot fail; if it did, the
+ * Future could never complete, and that is said loudly. */
+static void
+hand_to_completion(ppy_pool *pool, ppy_task *t, int lazy)
+{
+    int rc = lazy ? pp_queue_push_lazy(&pool->done, &t->item.node, LAZY_BATCH)
+                  : pp_queue_push(&pool->done, &t->item.node);
+
+    if (rc < 0)
+        fprintf(stderr, "pyparallel: internal error: a finished task could "
+                "not be handed to the completion thread (its queue is "
+                "closed); its Future will never complete\n");
+}
+
 /* Runs one task.  The worker's GIL is held. */
 static void
 run_task(ppy_worker *w, ppy_task *t)
 {
-    pp_reader rd = {t->in.data, t->in.data + t->in.len};
-    PyObject *fn = NULL, *args = NULL, *kwargs = NULL, *res = NULL;
+    PyObject *res = NULL;
 
     if (w->init_error != NULL) {
         PyErr_Format(ppy_exc(w->st ? w->st->WorkerInitError : NULL,
                             PyExc_RuntimeError),
                      "pyparallel worker %d failed to start, so it cannot run "
                      "tasks:\n%s", w->index, w->init_error);
-        goto error;
+    } else if (pp_word_get(&w->pool->broken) == POOL_BROKEN) {
+        raise_broken(w);
+    } else {
+        res = call_encoded(w, t->fn_id, &t->in);
     }
-    fn = t->fn_id == FN_PICKLED ? ppy_decode(w->st, &rd) : worker_fn(w, t->fn_id);
-    if (fn == NULL || (args = ppy_decode(w->st, &rd)) == NULL ||
-        (kwargs = ppy_decode(w->st, &rd)) == NULL)
-        goto error;
     pp_buf_free(&t->in);
-    res = PyObject_Call(fn, args, kwargs == Py_None ? NULL : kwargs);
-    if (res == NULL)
-        goto error;
     t->out.len = 0;
-    if (ppy_encode(w->st, res, &t->out, "the result") == 0)
-        goto done;
-error:
-    report_exception(w, t);
-done:
-    pp_buf_free(&t->in);
-    Py_XDECREF(fn);
-    Py_XDECREF(args);
-    Py_XDECREF(kwargs);
+    if (res == NULL || ppy_encode(w->st, res, &t->out, "the result") < 0)
+        report_exception(w, t);
     Py_XDECREF(res);
+}
+
+/* Runs the pool's initializer, once, before the worker's first task.  If
+ * it raises, the first worker to fail marks the pool broken with its
+ * traceback. */
+static void
+run_initializer(ppy_worker *w)
+{
+    ppy_pool *pool = w->pool;
+    PyObject *res = call_encoded(w, pool->init_fn_id, &pool->init);
+    char *tb;
+
+    if (res != NULL) {
+        Py_DECREF(res);
+        return;
+    }
+    tb = ppy_exception_text();
+    if (pp_word_cas(&pool->broken, POOL_OK, POOL_BREAKING)) {
+        pool->broken_tb = tb;
+        pp_word_set(&pool->broken, POOL_BROKEN);
+    } else {
+        free(tb);
+    }
 }
 
 void
@@ -183,7 +246,11 @@ ppy__worker_main(void *arg)
     w->boot_ts = NULL;
     if (worker_init(w) < 0)
         w->init_error = ppy_exception_text();
+    else if (pool->has_init)
+        run_initializer(w);
     PyEval_SaveThread();
+    /* Ready: I/O may start in this interpreter from now on, after the
+     * initializer too. */
     pp_word_add(&pool->ready, 1);
 
     /* An idle worker spins a little before sleeping (the queue lets fewer
@@ -208,10 +275,7 @@ ppy__worker_main(void *arg)
          * (it owns the pipeline's reference).  When a caller is already
          * waiting on this task, that caller completes the Future itself, so
          * the completion thread need not be woken just for it. */
-        if (atomic_load(&t->waiting))
-            pp_queue_push_lazy(&pool->done, &t->item.node, LAZY_BATCH);
-        else
-            pp_queue_push(&pool->done, &t->item.node);
+        hand_to_completion(pool, t, atomic_load(&t->waiting));
     }
 
     /* The loop thread goes first: it closes its connections (running their
@@ -234,6 +298,7 @@ ppy__worker_main(void *arg)
     Py_CLEAR(w->fns);
     Py_CLEAR(w->resolve);
     Py_CLEAR(w->pack_exception);
+    Py_CLEAR(w->broken_error);
     if (w->st) {
         w->st->worker = NULL;
         w->st = NULL;
@@ -304,5 +369,5 @@ ppy_task_finish(struct ppy_worker *w, PyObject *task, PyObject *value)
     if (value == NULL || ppy_encode(w->st, value, &t->out, "the result") < 0)
         report_exception(w, t);
     pp_word_set(&t->state, TASK_DONE);
-    pp_queue_push(&w->pool->done, &t->item.node);
+    hand_to_completion(w->pool, t, 0);
 }

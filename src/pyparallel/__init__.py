@@ -19,9 +19,9 @@ import os as _os
 
 from . import _pyparallel
 from . import _errors
-from ._errors import (FreezeError, PyParallelError, RemoteTraceback,
-                      TransferError, WorkerError, WorkerImportError,
-                      WorkerInitError)
+from ._errors import (BrokenPool, FreezeError, PyParallelError,
+                      RemoteTraceback, TransferError, WorkerError,
+                      WorkerImportError, WorkerInitError)
 
 _pyparallel._init(_errors)
 
@@ -38,7 +38,7 @@ __all__ = [
     "call_from_main_thread", "call_from_main_thread_and_wait",
     "is_parallel_context", "worker_id", "cpu_count", "safety_enabled",
     "PyParallelError", "FreezeError", "TransferError", "WorkerError",
-    "WorkerImportError", "WorkerInitError", "RemoteTraceback",
+    "WorkerImportError", "WorkerInitError", "BrokenPool", "RemoteTraceback",
 ]
 
 

@@ -8,6 +8,7 @@ import sys
 import threading
 import types
 
+from . import _errors
 from . import _pyparallel as _pp
 from . import _worker
 from ._errors import TransferError
@@ -119,16 +120,31 @@ def _chunks(size, iterables):
         yield chunk
 
 
+def _check_initializer(initializer, initargs):
+    if initializer is None:
+        return None
+    if not callable(initializer):
+        raise TypeError("initializer must be a callable")
+    _classify(initializer)       # TransferError now for lambdas and closures
+    return (initializer, tuple(initargs))
+
+
 class Executor(_cf.Executor):
     """A concurrent.futures.Executor whose workers are own-GIL interpreters.
 
-    Executor(max_workers=None): max_workers defaults to the number of CPUs
-    this process may run on.  Workers start on the first submit()."""
+    Executor(max_workers=None, initializer=None, initargs=()): max_workers
+    defaults to the number of CPUs this process may run on.  Workers start
+    on the first submit(); each calls initializer(*initargs) once, before
+    its first task.  If an initializer raises, the pool is broken: pending
+    and later tasks fail with BrokenPool (a concurrent.futures
+    BrokenExecutor), carrying the worker's traceback."""
 
-    def __init__(self, max_workers=None, *, spin_us=50):
+    def __init__(self, max_workers=None, initializer=None, initargs=(), *,
+                 spin_us=50):
         if max_workers is None:
             max_workers = _pp.cpu_count()
         self._max_workers = _check_workers(max_workers)
+        self._init = _check_initializer(initializer, initargs)
         self._spin_us = int(spin_us)
         self._pool = None
         self._lock = threading.Lock()
@@ -149,7 +165,7 @@ class Executor(_cf.Executor):
                         raise RuntimeError(
                             "worker pools are created by the main interpreter only")
                     self._pool = _pp.Pool(self._max_workers, _worker_config(),
-                                          _classify, self._spin_us)
+                                          _classify, self._spin_us, self._init)
                     with _live_lock:
                         _live_pools.add(self._pool)
                 pool = self._pool
@@ -160,8 +176,11 @@ class Executor(_cf.Executor):
             raise RuntimeError("cannot schedule new futures after shutdown")
         if not callable(fn):
             raise TypeError(f"submit() needs a callable, not {type(fn).__name__}")
+        pool = self._get_pool()
+        if self._init is not None and pool.broken is not None:
+            raise _errors.broken_pool(pool.broken)
         fut = Future()
-        fut._task = self._get_pool().submit(fut, fn, args, kwargs or None)
+        fut._task = pool.submit(fut, fn, args, kwargs or None)
         return fut
 
     submit.__doc__ = _cf.Executor.submit.__doc__
@@ -210,19 +229,23 @@ class Executor(_cf.Executor):
 
 _default = None
 _default_workers = None
+_default_init = None
 _default_stopped = False
 _default_lock = threading.Lock()
 
 
-def configure(workers=None, safety=None):
-    """Set up the default executor used by pyparallel.submit() and map().
+def configure(workers=None, safety=None, initializer=None, initargs=()):
+    """Set up the default executor used by pyparallel.submit(), map() and
+    the I/O API.
 
     workers: how many worker interpreters (default: the CPUs this process may
     run on).  safety=True turns on the safety-proof mode (frozen memory is
     write-protected); it must come before any worker starts, like the
-    PYPARALLEL_SAFETY=1 environment variable.  Raises RuntimeError while
-    the default executor is running: call shutdown() first."""
-    global _default, _default_workers, _default_stopped
+    PYPARALLEL_SAFETY=1 environment variable.  initializer(*initargs) runs
+    once in each worker before its first task (as for Executor).  Raises
+    RuntimeError while the default executor is running: call shutdown()
+    first."""
+    global _default, _default_workers, _default_init, _default_stopped
     with _default_lock:
         if _default is not None and _default._pool is not None and not _default._shutdown:
             raise RuntimeError(
@@ -231,9 +254,11 @@ def configure(workers=None, safety=None):
                 "before configure()")
         if workers is not None:
             _check_workers(workers, "workers")
+        init = _check_initializer(initializer, initargs)
         if safety:
             _pp.enable_safety()
         _default_workers = workers
+        _default_init = init
         _default = None
         _default_stopped = False
 
@@ -249,6 +274,7 @@ def _executor():
                     "start new workers")
             if _default is None:
                 _default = Executor(_default_workers)
+                _default._init = _default_init
             ex = _default
     return ex
 
@@ -278,14 +304,22 @@ def shutdown(wait=True, cancel_futures=False):
 
 
 def _at_exit():
-    # Work that has not started is cancelled; running work is waited for.
-    # A second Ctrl-C while waiting leaves at once (a running task cannot be
-    # interrupted, and an interpreter that is still running cannot be ended).
+    # Every submitted task runs before the interpreter exits, as with the
+    # concurrent.futures executors: a script that submits and ends still
+    # gets its work done.  A Ctrl-C while waiting leaves at once (a running
+    # task cannot be interrupted, and an interpreter that is still running
+    # cannot be ended).
     with _live_lock:
         pools = list(_live_pools)
     try:
+        pending = sum(pool.pending for pool in pools)
+        if pending and isinstance(getattr(sys, "last_value", None), KeyboardInterrupt):
+            sys.stderr.write("pyparallel: running the %d submitted task(s) not "
+                             "yet started before exiting; Ctrl-C again to exit "
+                             "at once\n" % pending)
+            sys.stderr.flush()
         for pool in pools:
-            pool.shutdown(True, True)
+            pool.shutdown(True, False)
         # Only this thread is left to touch frozen data; finalisation
         # rewrites interned strings, so lift the safety-mode protection.
         _pp._exit_unprotect()

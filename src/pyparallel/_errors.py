@@ -6,6 +6,7 @@ traceback is attached as ``__cause__`` (a :class:`RemoteTraceback`), the way
 ``concurrent.futures.ProcessPoolExecutor`` does it.
 """
 
+import concurrent.futures as _cf
 import io
 import pickle
 import sys
@@ -13,7 +14,7 @@ import traceback
 
 __all__ = [
     "PyParallelError", "FreezeError", "TransferError", "WorkerError",
-    "WorkerImportError", "WorkerInitError", "RemoteTraceback",
+    "WorkerImportError", "WorkerInitError", "BrokenPool", "RemoteTraceback",
 ]
 
 
@@ -44,6 +45,12 @@ class WorkerImportError(PyParallelError, ImportError):
 
 class WorkerInitError(PyParallelError, RuntimeError):
     """A worker failed while starting, so it cannot run tasks."""
+
+
+class BrokenPool(PyParallelError, _cf.BrokenExecutor):
+    """A worker's initializer raised: the pool cannot run tasks any more
+    (the concurrent.futures.BrokenExecutor of pyparallel).  The worker's
+    traceback is attached as ``__cause__``."""
 
 
 class RemoteTraceback(Exception):
@@ -120,6 +127,15 @@ def pack_exception(exc):
     except Exception:
         message = "<exception str() failed>"
     return (data, f"{cls.__module__}.{cls.__qualname__}", message, tb)
+
+
+def broken_pool(tb):
+    """The BrokenPool for a pool whose initializer failed with traceback tb."""
+    exc = BrokenPool("a pyparallel worker's initializer raised, so the pool "
+                     "cannot run tasks (see the worker's traceback above); "
+                     "fix the initializer and start a new executor")
+    exc.__cause__ = RemoteTraceback(tb)
+    return exc
 
 
 def rebuild(data, type_name, message, tb):

@@ -97,13 +97,14 @@ class Server:
                 _servers.discard(self)
         return done
 
-    def stats(self):
+    def stats(self, timeout=None):
         """Counters summed over workers: connections (open now), accepted,
         closed, callback_errors, bytes_read, bytes_written,
         line_bytes_scanned (lines mode); and "workers",
         a list of {"worker", "connections", "accepted"}, one per worker (how
-        the kernel spread the connections)."""
-        return self._core.stats()
+        the kernel spread the connections).  Raises TimeoutError if a
+        worker's loop does not answer within timeout seconds."""
+        return self._core.stats(timeout)
 
     def __enter__(self):
         return self

@@ -14,6 +14,7 @@ from . import _errors
 from ._errors import WorkerImportError
 
 pack_exception = _errors.pack_exception
+broken_error = _errors.broken_pool
 
 _main_path = None
 _main_name = None
