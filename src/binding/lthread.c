@@ -101,17 +101,13 @@ ppy_cmd_wait_for(ppy_cmd *cmd, int64_t timeout_ns, const char *what)
     uint64_t start = pp_now_ns();
 
     while (pp_word_get(&cmd->done) == 0) {
-        long left = -1;
-        if (timeout_ns >= 0) {
-            uint64_t spent = pp_now_ns() - start;
-            if (spent >= (uint64_t)timeout_ns) {
-                PyErr_Format(PyExc_TimeoutError,
-                             "%s timed out waiting for pyparallel worker %d's "
-                             "I/O loop (a callback there has been running "
-                             "all this time?)", what, cmd->lt->index);
-                return -1;
-            }
-            left = (long)(timeout_ns - (int64_t)spent);
+        int64_t left = ppy_time_left(start, timeout_ns);
+        if (left == 0) {
+            PyErr_Format(PyExc_TimeoutError,
+                         "%s timed out waiting for pyparallel worker %d's "
+                         "I/O loop (a callback there has been running all "
+                         "this time?)", what, cmd->lt->index);
+            return -1;
         }
         if (ppy_wait_word_checked(&cmd->done, 0, 0, left, check_loop, cmd) < 0)
             return -1;

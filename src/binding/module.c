@@ -220,15 +220,11 @@ mod_wait_stop(PyObject *module, PyObject *args)
         ppy_timeout_ns(timeout_obj, "timeout", PPY_TIMEOUT_NONE, &timeout_ns) < 0)
         return NULL;
     for (;;) {
-        long left = -1;
+        int64_t left;
         if (pp_word_cas(&stop_word, 1, 0))
             Py_RETURN_TRUE;
-        if (timeout_ns >= 0) {
-            uint64_t spent = pp_now_ns() - start;
-            if (spent >= (uint64_t)timeout_ns)
-                Py_RETURN_FALSE;
-            left = (long)(timeout_ns - (int64_t)spent);
-        }
+        if ((left = ppy_time_left(start, timeout_ns)) == 0)
+            Py_RETURN_FALSE;
         if (ppy_wait_word(&stop_word, 0, 0, left) < 0)
             return NULL;
     }

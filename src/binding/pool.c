@@ -399,13 +399,9 @@ wait_ready(ppy_pool *self, long timeout_ns)
     int64_t n;
 
     while ((n = pp_word_get(&self->ready)) < self->nworkers) {
-        long left = -1;
-        if (timeout_ns >= 0) {
-            uint64_t spent = pp_now_ns() - start;
-            if (spent >= (uint64_t)timeout_ns)
-                return 0;
-            left = timeout_ns - (long)spent;
-        }
+        int64_t left = ppy_time_left(start, timeout_ns);
+        if (left == 0)
+            return 0;
         if (ppy_wait_word_checked(&self->ready, (uint32_t)n, 0, left,
                                   check_starting, self) < 0)
             return -1;

@@ -265,6 +265,20 @@ PyObject *ppy_rebuild_exception(ppy_state *st, PyObject *packed);
 int64_t ppy_wait_word(pp_word *w, uint32_t expected, long spin_ns,
                       long timeout_ns);
 
+/* What is left of a timeout_ns (< 0: none) counted from start (a
+ * pp_now_ns() reading): -1 for no limit, 0 once it has passed, else the
+ * nanoseconds left. */
+static inline int64_t
+ppy_time_left(uint64_t start, int64_t timeout_ns)
+{
+    uint64_t spent;
+
+    if (timeout_ns < 0)
+        return -1;
+    spent = pp_now_ns() - start;
+    return spent >= (uint64_t)timeout_ns ? 0 : timeout_ns - (int64_t)spent;
+}
+
 /* The same, calling check(arg) before each slice: it returns 0 to go on
  * waiting, or -1 with an exception set to give up (a deadlock found). */
 typedef int (*ppy_wait_check)(void *arg);

@@ -456,14 +456,10 @@ static int
 wait_change(ppy_server *self, pp_word *w, uint32_t expected, uint64_t start,
             int64_t timeout_ns)
 {
-    int64_t left = -1;
+    int64_t left = ppy_time_left(start, timeout_ns);
 
-    if (timeout_ns >= 0) {
-        uint64_t spent = pp_now_ns() - start;
-        if (spent >= (uint64_t)timeout_ns)
-            return 1;
-        left = timeout_ns - (int64_t)spent;
-    }
+    if (left == 0)
+        return 1;
     return ppy_wait_word_checked(w, expected, 0, left, check_loops, self) < 0
            ? -1 : 0;
 }
@@ -572,7 +568,6 @@ server_stats(ppy_server *self, PyObject *args, PyObject *kwargs)
         (per = PyList_New(0)) == NULL)
         return NULL;
     for (i = 0; i < self->nworkers && !self->closed; i++) {
-        int64_t left = -1;
         uint64_t v[7];
         stats_cmd *sc;
         if (self->ws[i] == NULL)
@@ -587,11 +582,8 @@ server_stats(ppy_server *self, PyObject *args, PyObject *kwargs)
             ppy_cmd_release(&sc->base);
             continue;            /* that worker has shut down */
         }
-        if (timeout_ns >= 0) {
-            uint64_t spent = pp_now_ns() - start;
-            left = spent >= (uint64_t)timeout_ns ? 0 : timeout_ns - (int64_t)spent;
-        }
-        if (ppy_cmd_wait_for(&sc->base, left, "Server.stats()") < 0) {
+        if (ppy_cmd_wait_for(&sc->base, ppy_time_left(start, timeout_ns),
+                             "Server.stats()") < 0) {
             ppy_cmd_release(&sc->base);
             goto done;
         }

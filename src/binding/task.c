@@ -120,7 +120,7 @@ task_wait(ppy_task *t, PyObject *args)
         ppy_timeout_ns(timeout_obj, "timeout", PPY_TIMEOUT_NONE, &timeout_ns) < 0)
         return NULL;
     for (;;) {
-        long left = -1;
+        int64_t left;
         int64_t seen;
 
         s = pp_word_get(&t->state);
@@ -129,12 +129,8 @@ task_wait(ppy_task *t, PyObject *args)
                 return NULL;
             Py_RETURN_TRUE;
         }
-        if (timeout_ns >= 0) {
-            uint64_t spent = pp_now_ns() - start;
-            if (spent >= (uint64_t)timeout_ns)
-                Py_RETURN_FALSE;
-            left = timeout_ns - (long)spent;
-        }
+        if ((left = ppy_time_left(start, timeout_ns)) == 0)
+            Py_RETURN_FALSE;
         atomic_fetch_add(&t->waiting, 1);
         seen = ppy_wait_word_checked(&t->state, s, spin, left, check_task, t);
         atomic_fetch_sub(&t->waiting, 1);

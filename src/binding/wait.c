@@ -91,16 +91,14 @@ ppy_wait_word_checked(pp_word *w, uint32_t expected, long spin_ns,
 
     for (;;) {
         long slice = current_pump ? PUMP_SLICE_NS : SIGNAL_SLICE_NS;
+        int64_t left;
 
         if (check && check(arg) < 0)
             return -1;
-        if (timeout_ns >= 0) {
-            uint64_t spent = pp_now_ns() - start;
-            if (spent >= (uint64_t)timeout_ns)
-                return seen;
-            if ((uint64_t)timeout_ns - spent < (uint64_t)slice)
-                slice = (long)((uint64_t)timeout_ns - spent);
-        }
+        if ((left = ppy_time_left(start, timeout_ns)) == 0)
+            return seen;
+        if (left > 0 && left < slice)
+            slice = (long)left;
         Py_BEGIN_ALLOW_THREADS
         seen = pp_word_wait(w, expected, spin_ns, slice);
         Py_END_ALLOW_THREADS
