@@ -196,6 +196,17 @@ def scenario_preimmortal(data, n):
         [expected] * n
 
 
+def scenario_tuple_keys(data, n):
+    """A FrozenMap keyed by tuples: looked up in main and in workers (3.14+
+    tuples cache their hash; an arena tuple must not read as hash 0)."""
+    fm = pyparallel.freeze({(i, "k", (i, 2.5)): i for i in range(500)})
+    keys = pyparallel.freeze(list(fm))
+    expected = tasks.tuple_key_lookups(fm, keys)
+    assert expected == list(range(500)) * 2 + [True] * 500
+    assert wait_all([pyparallel.submit(tasks.tuple_key_lookups, fm, keys)
+                     for _ in range(n)]) == [expected] * n
+
+
 SCENARIOS = {
     "read": scenario_read,
     "identity": scenario_identity,
@@ -208,6 +219,7 @@ SCENARIOS = {
     "eval_globals": scenario_eval_globals,
     "long_names": scenario_long_names,
     "preimmortal": scenario_preimmortal,
+    "tuple_keys": scenario_tuple_keys,
 }
 
 

@@ -17,6 +17,9 @@ import time
 
 import pyparallel
 
+# What a FrozenMap is built on: a dict, or on 3.15 a frozendict (PEP 814).
+MAP_BASE = frozendict if sys.version_info >= (3, 15) else dict  # noqa: F821
+
 # --------------------------------------------------------------------------
 # trivial tasks
 
@@ -281,7 +284,7 @@ def try_all_mutations(fm):
 def describe_frozen(fm):
     """Read a frozen map in every common way; return a plain summary."""
     return {
-        "type_is_dict": isinstance(fm, dict),
+        "type_is_base": isinstance(fm, MAP_BASE),
         "len": len(fm),
         "keys": list(fm.keys()),
         "values": list(fm.values()),
@@ -315,7 +318,7 @@ def checksum(data):
     while stack:
         obj = stack.pop()
         t = type(obj)
-        if t is dict or isinstance(obj, dict):
+        if t is dict or isinstance(obj, (dict, pyparallel.FrozenMap)):
             for k, v in obj.items():
                 stack.append(k)
                 stack.append(v)
@@ -581,7 +584,7 @@ def deep_types(v):
     t = type(v).__name__
     if isinstance(v, (list, tuple)):
         return (t, [deep_types(x) for x in v])
-    if isinstance(v, dict):
+    if isinstance(v, (dict, pyparallel.FrozenMap)):
         return (t, sorted((repr(k), deep_types(x)) for k, x in v.items()))
     if isinstance(v, (set, frozenset)):
         return (t, sorted(repr(deep_types(x)) for x in v))
@@ -735,7 +738,7 @@ def type_checks(m, seconds):
     while rounds == 0 or time.monotonic() < deadline:
         res = type_checks_once(m)
         for v in m.values():
-            if isinstance(v, dict):
+            if isinstance(v, pyparallel.FrozenMap):
                 type_checks_once(v)
         rounds += 1
     return rounds, res
@@ -927,3 +930,16 @@ def append_line(path, text):
         f.write(text + "\n")
     print("task output", text, flush=True)
     return text
+
+
+def _rebuilt(x):
+    return tuple(_rebuilt(i) for i in x) if type(x) is tuple else x
+
+
+def tuple_key_lookups(fm, keys):
+    """Looks each tuple key up by itself and by an equal tuple built here
+    (hashing frozen tuples, whose 3.14+ hash cache freeze() must have
+    filled with the real hash)."""
+    fresh = [_rebuilt(k) for k in keys]
+    return ([fm[k] for k in keys] + [fm[k] for k in fresh] +
+            [hash(k) == hash(f) for k, f in zip(keys, fresh)])

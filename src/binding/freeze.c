@@ -13,7 +13,7 @@
  *   3. containers are untracked from the GC, so no collector of any
  *      interpreter ever writes their GC header;
  *   4. the header is written last: immortal, plus pyparallel's frozen mark
- *      (see PPY_FROZEN_REFCNT).
+ *      (see ppy_refcount.h).
  *
  * Immutable leaves (int, float, complex, str, bytes) are frozen in place
  * rather than copied.  CPython's statically allocated objects (None, small
@@ -30,6 +30,7 @@
  * arena in that mode.  Frozen memory is never freed.
  */
 #include "ppy_binding.h"
+#include "ppy_caches.h"
 #include "pp_arena.h"
 
 #include <errno.h>
@@ -171,13 +172,18 @@ typedef struct {
 
 static PyObject *freeze_value(freeze_ctx *c, PyObject *o, int depth);
 
-/* The last step of freezing any object we made or own: the header. */
+/* The last step of freezing any object we made or own: its own hash cache
+ * where it has one (tuples on 3.14+, maps on 3.15), untracked, and the
+ * header. */
 static void
 mark_frozen(PyObject *o)
 {
+    ppy_safety_arena_on();
+    ppy_fill_hash_cache(o);
+    ppy_safety_arena_off();
     if (PyObject_IS_GC(o) && PyObject_GC_IsTracked(o))
         PyObject_GC_UnTrack(o);
-    o->ob_refcnt = PPY_FROZEN_REFCNT;
+    ppy_mark_frozen(o);
 }
 
 /* Sets FreezeError for an object freeze does not accept. */
@@ -353,6 +359,7 @@ freeze_items(freeze_ctx *c, PyObject *o, PyObject *const *items, Py_ssize_t n,
         Py_DECREF(tmp);
         return NULL;
     }
+    ppy_tuple_reset_hash(res);
     for (i = 0; i < n; i++)
         PyTuple_SET_ITEM(res, i, Py_NewRef(PyTuple_GET_ITEM(tmp, i)));
     Py_DECREF(tmp);
@@ -478,7 +485,7 @@ freeze_container(freeze_ctx *c, PyObject *o, int depth)
                                PyTuple_GET_SIZE(snap), depth);
             Py_DECREF(snap);
         }
-    } else if (t == &PyDict_Type)
+    } else if (ppy_is_plain_map_type(t))
         res = freeze_dict(c, o, depth);
     else
         res = freeze_set(c, o, depth);
@@ -508,7 +515,7 @@ freeze_value(freeze_ctx *c, PyObject *o, int depth)
     if (t == &PyLong_Type || t == &PyFloat_Type || t == &PyComplex_Type ||
         t == &PyUnicode_Type || t == &PyBytes_Type)
         return freeze_leaf(c, o);
-    if (t == &PyTuple_Type || t == &PyList_Type || t == &PyDict_Type ||
+    if (t == &PyTuple_Type || t == &PyList_Type || ppy_is_plain_map_type(t) ||
         t == &PySet_Type || t == &PyFrozenSet_Type)
         return freeze_container(c, o, depth);
     if (t == &PyByteArray_Type || t == &PyMemoryView_Type) {
@@ -527,7 +534,7 @@ freeze_value(freeze_ctx *c, PyObject *o, int depth)
                             "or str())");
     return reject(c, o, " (freeze accepts None, bool, int, float, complex, "
                         "str, bytes, bytearray, memoryview, tuple, list, "
-                        "dict, set and frozenset)");
+                        "dict" PPY_FROZENDICT_NAME ", set and frozenset)");
 }
 
 /* The arenas of every safety-mode freeze: frozen memory is never freed. */

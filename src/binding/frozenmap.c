@@ -1,9 +1,16 @@
 /* frozenmap.c -- FrozenMap: the frozen form of a dict.
  *
- * A FrozenMap is a real dict subclass, so json.dumps, ==, the Mapping ABC
- * and every C fast path that takes a dict read it directly; its storage is
- * filled once by freeze() and never changes afterwards.  Every mutating
- * entry point raises TypeError.
+ * A FrozenMap is built on the mapping type CPython's own C code reads
+ * directly -- json.dumps, ==, the Mapping ABC, every fast path that takes
+ * one:
+ *
+ *   3.12-3.14  a dict subclass;
+ *   3.15       a frozendict subclass (PEP 814): what a 3.15 user expects a
+ *              frozen dict to be; hashable, and never writable through
+ *              dict's C API.
+ *
+ * Its storage is filled once by freeze() and never changes afterwards.
+ * Every mutating entry point raises the same TypeError on every version.
  *
  * The type is static and shared by all interpreters of the process, since
  * its instances are.  Its mutable state -- __dict__ and the descriptors in
@@ -12,6 +19,12 @@
  * being a static type it is immutable.
  */
 #include "ppy_binding.h"
+
+#if PY_VERSION_HEX >= 0x030F0000
+#  define MAP_BASE PyFrozenDict_Type
+#else
+#  define MAP_BASE PyDict_Type
+#endif
 
 static PyObject *
 frozen_error(const char *what)
@@ -52,17 +65,28 @@ FM_MUTATOR(clear)
 #undef FM_MUTATOR
 
 /* Returns a new plain dict: the mutable copy. */
+/* A new plain dict with self's items. */
+static PyObject *
+plain_copy(PyObject *self)
+{
+    PyObject *d = PyDict_New();
+
+    if (d != NULL && PyDict_Update(d, self) < 0)
+        Py_CLEAR(d);
+    return d;
+}
+
 static PyObject *
 fm_copy(PyObject *self, PyObject *unused)
 {
     (void)unused;
-    return PyDict_Copy(self);
+    return plain_copy(self);
 }
 
 static PyObject *
 fm_reduce(PyObject *self, PyObject *unused)
 {
-    PyObject *plain = PyDict_Copy(self), *res;
+    PyObject *plain = plain_copy(self), *res;
 
     (void)unused;
     if (plain == NULL)
@@ -74,13 +98,17 @@ fm_reduce(PyObject *self, PyObject *unused)
 static PyObject *
 fm_repr(PyObject *self)
 {
-    PyObject *inner = PyDict_Type.tp_repr(self), *res;
+#if PY_VERSION_HEX >= 0x030F0000
+    return MAP_BASE.tp_repr(self);       /* "FrozenMap({...})" already */
+#else
+    PyObject *inner = MAP_BASE.tp_repr(self), *res;
 
     if (inner == NULL)
         return NULL;
     res = PyUnicode_FromFormat("FrozenMap(%U)", inner);
     Py_DECREF(inner);
     return res;
+#endif
 }
 
 /* FrozenMap(mapping_or_iterable=(), **kwargs): the same as
@@ -140,13 +168,14 @@ static PyNumberMethods fm_as_number = {
 PyTypeObject PPY_FrozenMap_Type = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "pyparallel.FrozenMap",
-    .tp_basicsize = sizeof(PyDictObject),
+    .tp_basicsize = sizeof(PyDictObject),     /* set from the base when readied */
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
     .tp_doc = PyDoc_STR(
         "FrozenMap(mapping=(), /, **kwargs)\n--\n\n"
         "A frozen dict: immutable, immortal and shared by every worker\n"
-        "interpreter without copies.  It is a dict subclass, so json.dumps,\n"
-        "== and the Mapping ABC work on it; every mutation raises TypeError.\n"
+        "interpreter without copies.  It is a dict subclass (a frozendict\n"
+        "subclass on Python 3.15), so json.dumps, == and the Mapping ABC\n"
+        "work on it; every mutation raises TypeError.\n"
         "Built by pyparallel.freeze() from a dict."),
     .tp_repr = fm_repr,
     .tp_as_mapping = &fm_as_mapping,
@@ -174,9 +203,10 @@ ppy_frozenmap_ready(void)
     }
     if (main_ready)
         return 0;
-    t->tp_base = &PyDict_Type;
-    t->tp_traverse = PyDict_Type.tp_traverse;
-    t->tp_clear = PyDict_Type.tp_clear;
+    t->tp_base = &MAP_BASE;
+    t->tp_basicsize = MAP_BASE.tp_basicsize;
+    t->tp_traverse = MAP_BASE.tp_traverse;
+    t->tp_clear = MAP_BASE.tp_clear;
     if (ppy_static_type_ready(t) < 0)
         return -1;
     main_ready = 1;
@@ -186,13 +216,23 @@ ppy_frozenmap_ready(void)
 PyObject *
 ppy_frozenmap_from_dict(PyObject *src)
 {
+#if PY_VERSION_HEX >= 0x030F0000
+    /* frozendict's own tp_new builds the table from src, for a subtype. */
+    PyObject *args = PyTuple_Pack(1, src), *fm;
+
+    if (args == NULL)
+        return NULL;
+    fm = MAP_BASE.tp_new(&PPY_FrozenMap_Type, args, NULL);
+    Py_DECREF(args);
+    return fm;
+#else
     PyObject *empty = PyTuple_New(0), *fm;
 
     if (empty == NULL)
         return NULL;
     /* dict's own tp_new sets up the empty table; merging into an empty
      * dict clones src's compact table in one allocation. */
-    fm = PyDict_Type.tp_new(&PPY_FrozenMap_Type, empty, NULL);
+    fm = MAP_BASE.tp_new(&PPY_FrozenMap_Type, empty, NULL);
     Py_DECREF(empty);
     if (fm == NULL)
         return NULL;
@@ -201,4 +241,5 @@ ppy_frozenmap_from_dict(PyObject *src)
         return NULL;
     }
     return fm;
+#endif
 }

@@ -16,42 +16,7 @@
 #include "pp_sync.h"
 #include "pp_queue.h"
 
-#if PY_VERSION_HEX < 0x030C0000
-#  error "pyparallel needs CPython 3.12 or newer (per-interpreter GIL, PEP 684)"
-#endif
-#if PY_VERSION_HEX >= 0x030E0000
-#  error "pyparallel supports CPython 3.12 and 3.13; 3.14 changed the object header"
-#endif
-#ifdef Py_GIL_DISABLED
-#  error "pyparallel needs a CPython build with the GIL (not free-threaded)"
-#endif
-#if SIZEOF_VOID_P != 8
-#  error "pyparallel needs a 64-bit build"
-#endif
-
-/* ---- frozen objects ---------------------------------------------------
- *
- * A frozen object is immortal (PEP 683) with one more mark: on 3.12/3.13
- * the 64-bit ob_refcnt of an immortal object is 0x00000000FFFFFFFF and
- * CPython only ever reads and writes its low 32 bits (Py_INCREF saturates
- * there, Py_DECREF and _Py_IsImmortal test them).  freeze() writes the
- * high 32 bits as "PPLL", so "frozen by pyparallel" is one comparison and
- * survives everything CPython does to an immortal object.
- */
-#define PPY_FROZEN_REFCNT ((Py_ssize_t)0x50504C4CFFFFFFFFLL)
-
-static inline int
-ppy_is_frozen(PyObject *o)
-{
-    return o->ob_refcnt == PPY_FROZEN_REFCNT;
-}
-
-/* Immortal in CPython's sense (PEP 683), ours or CPython's own. */
-static inline int
-ppy_is_immortal(PyObject *o)
-{
-    return (int32_t)o->ob_refcnt < 0;
-}
+#include "ppy_refcount.h"    /* ppy_is_frozen, ppy_mark_frozen, immortality */
 
 /* CPython's statically allocated objects, shared by every interpreter of
  * the process already: None, True, False, Ellipsis, NotImplemented, the
@@ -65,6 +30,10 @@ ppy_is_cpython_static(PyObject *o)
 
     if (!ppy_is_immortal(o))
         return 0;
+#if PY_VERSION_HEX >= 0x030E0000
+    (void)t;
+    return _Py_IsStaticImmortal(o);   /* 3.14+ flags them in the header */
+#else
     if (o == Py_None || t == &PyBool_Type || o == Py_Ellipsis ||
         o == Py_NotImplemented)
         return 1;
@@ -80,6 +49,7 @@ ppy_is_cpython_static(PyObject *o)
     if (t == &PyTuple_Type)
         return PyTuple_GET_SIZE(o) == 0;
     return 0;
+#endif
 }
 
 /* Safe to read from every interpreter by pointer: frozen by the main
@@ -91,13 +61,6 @@ ppy_is_shareable(PyObject *o)
     return ppy_is_frozen(o) || ppy_is_cpython_static(o);
 }
 
-/* Makes o immortal with CPython's own value (no frozen mark): for runtime
- * objects every interpreter reads, such as a shared type's MRO. */
-static inline void
-ppy_set_immortal(PyObject *o)
-{
-    o->ob_refcnt = _Py_IMMORTAL_REFCNT;
-}
 
 /* ---- module state (one per interpreter) ------------------------------ */
 
@@ -202,6 +165,24 @@ void ppy_static_type_fini_interp(PyTypeObject *t);
 int ppy_install_globals_guard(PyObject *module);
 
 /* ---- FrozenMap (frozenmap.c) ------------------------------------------ */
+
+/* The mappings freeze() turns into a FrozenMap: dict, and frozendict on
+ * 3.15 (its values may be mutable: it is frozen only one level deep). */
+#if PY_VERSION_HEX >= 0x030F0000
+#  define PPY_FROZENDICT_NAME ", frozendict"
+static inline int
+ppy_is_plain_map_type(PyTypeObject *t)
+{
+    return t == &PyDict_Type || t == &PyFrozenDict_Type;
+}
+#else
+#  define PPY_FROZENDICT_NAME ""
+static inline int
+ppy_is_plain_map_type(PyTypeObject *t)
+{
+    return t == &PyDict_Type;
+}
+#endif
 
 extern PyTypeObject PPY_FrozenMap_Type;
 

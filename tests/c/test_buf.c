@@ -141,7 +141,12 @@ test_reserve(void)
     data = b.data;
     ASSERT_EQ(pp_buf_reserve(&b, SIZE_MAX), -1);
     ASSERT_EQ(pp_buf_reserve(&b, SIZE_MAX / 2), -1);
-    ASSERT_EQ(pp_buf_put(&b, "x", SIZE_MAX), -1);
+    {
+        /* Through a volatile: GCC 16 sees the constant reach memcpy() and
+         * flags it, though pp_buf_put() refuses before copying. */
+        volatile size_t huge = SIZE_MAX;
+        ASSERT_EQ(pp_buf_put(&b, "x", huge), -1);
+    }
     ASSERT_PTR_EQ(b.data, data);
     check_contents(&b, len);
     pp_buf_free(&b);
