@@ -204,7 +204,6 @@ class Runner:
             # sys.path, so the initializer (builtins.exec, which pickles)
             # puts bench/ on sys.path, imports this file as bench_work and
             # hands it the dataset, pickled to every interpreter like spawn.
-            # (Untested here: written for 3.14, run on 3.12/3.13 only.)
             import importlib
             if HERE not in sys.path:
                 sys.path.insert(0, HERE)
@@ -448,6 +447,10 @@ def bench_cpu(args, ds, slices, counts, runners, log):
             "times": [d for _, d in rounds], "starts": [t for t, _ in rounds], "median_s": m,
             "speedup": sp, "efficiency": sp / n, "paired_ratios": ratios,
             "speedup_vs_serial_frozen": spf, "speedup_of_medians": base / m,
+            # One round with giving the workers the data counted in: the
+            # pool's set-up (an interpreter or spawn pool unpickles the data
+            # in every worker), and for pyparallel the one freeze().
+            "speedup_with_setup": base / (m + setup + (ds.freeze_s if kind == "pyparallel" else 0)),
             "setup_s": setup, "foreign_load": load, "noisy_retries": tries}
         log(f"  {kind:<11} n={n:<3}  speed-up {sp:5.2f}x  efficiency {sp / n:4.2f}  "
             f"(vs the frozen-dict serial {spf:4.2f}x; ratio of medians {base / m:4.2f}x)")
@@ -675,6 +678,25 @@ def check_targets(res):
             if ppe:
                 out.append((f"round trip >= 15x better than ProcessPoolExecutor ({k})",
                             f"PPE/pyparallel = {ppe / pp:.1f}x", ppe / pp >= 15))
+    # Against the stdlib's own interpreter pool (Python 3.14+).
+    ip = cpu and cpu["runners"].get("interp", {})
+    pc = cpu and cpu["runners"].get("pyparallel", {})
+    for n, v in (ip or {}).items():
+        if "speedup_with_setup" in v and "speedup_with_setup" in pc.get(n, {}):
+            r = pc[n]["speedup_with_setup"] / v["speedup_with_setup"]
+            out.append((f"speed-up with set-up >= 1.5x InterpreterPoolExecutor's ({n} workers)",
+                        f"{r:.2f}x ({pc[n]['speedup_with_setup']:.2f}x vs "
+                        f"{v['speedup_with_setup']:.2f}x; without set-up "
+                        f"{pc[n]['speedup']:.2f}x vs {v['speedup']:.2f}x)", r >= 1.5))
+    ipr = rt and rt.get("interp", {}).get("median_us")
+    if pp and ipr:
+        out.append(("round trip >= 20x better than InterpreterPoolExecutor",
+                    f"IPE/pyparallel = {ipr / pp:.1f}x ({ipr:.1f} vs {pp:.1f} us)", ipr / pp >= 20))
+    vi, vp = mem and mem.get("interp"), mem and mem.get("pyparallel")
+    if vi and vp and "error" not in vi and "error" not in vp:
+        r = vp["total_rss"] / vi["total_rss"]
+        out.append((f"memory <= 0.6x InterpreterPoolExecutor's ({vp['workers']} workers)",
+                    f"{r:.2f}x ({vp['total_rss'] >> 20} vs {vi['total_rss'] >> 20} MB RSS)", r <= 0.6))
     v = mem and mem.get("pyparallel")
     if v and "error" not in v:
         n, MB = v["workers"], 1 << 20
@@ -724,6 +746,11 @@ def print_summary(res, log):
                  else "" for n in cpu["worker_counts"]]
         log(f"  {'(pyparallel':<11}" + "".join(f"{c:>15}" for c in cells)
             + "     vs serial over the frozen dict)")
+        log("  one round with giving the workers the data counted in (pool set-up; pyparallel: its freeze too):")
+        for kind, r in cpu["runners"].items():
+            cells = [f"{r[str(n)]['speedup_with_setup']:6.2f}x" if "speedup_with_setup" in r.get(str(n), {})
+                     else "" for n in cpu["worker_counts"]]
+            log(f"  {kind:<11}" + "".join(f"{c:>15}" for c in cells))
     if rt:
         log(f"\n2. Round trip, submit(noop).result(), {res['params']['roundtrip_workers']} workers")
         pp = rt.get("pyparallel", {}).get("median_us")
@@ -752,7 +779,7 @@ def print_summary(res, log):
                 f"{v['data'] / MB:.0f} MB)")
     targets = check_targets(res)
     if targets:
-        log("\nTargets (issue 2):")
+        log("\nTargets (issues 2 and 8):")
         for what, got, ok in targets:
             log(f"  [{'met ' if ok else 'MISS'}] {what}: {got}")
     log("=" * 78)
