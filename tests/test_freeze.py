@@ -651,3 +651,30 @@ def test_dict_slot_bypass_faults_in_safety_mode(tmp_path, expr):
         assert "SEGV" in r.stderr, r.describe()
     else:
         assert r.returncode == -signal.SIGSEGV, r.describe()
+
+
+# --------------------------------------------------------------------------
+# what a frozen dict is on each version (README: FrozenMap)
+
+def test_frozenmap_behaves_the_same_on_every_version():
+    f = freeze({"a": [1, {"b": 2}]})
+    assert f == {"a": (1, {"b": 2})} and {"a": (1, {"b": 2})} == f
+    assert json.dumps(f) == '{"a": [1, {"b": 2}]}'
+    assert isinstance(f, collections.abc.Mapping)
+    assert not isinstance(f, collections.abc.MutableMapping) or sys.version_info < (3, 15)
+    with pytest.raises(TypeError, match="FrozenMap is frozen: item assignment"):
+        f["x"] = 1
+    with pytest.raises(TypeError, match=r"FrozenMap is frozen: update\(\)"):
+        f.update(x=1)
+    assert type(f.copy()) is dict and f.copy() == f
+
+
+@pytest.mark.skipif(sys.version_info < (3, 15), reason="frozendict is new in 3.15")
+def test_frozendict_is_frozen_deeply_and_frozenmaps_are_frozendicts():
+    fd = frozendict({"k": [1, 2], "s": {3}})          # noqa: F821 (3.15 builtin)
+    f = freeze(fd)
+    assert type(f) is FrozenMap and isinstance(f, frozendict)   # noqa: F821
+    assert f == {"k": (1, 2), "s": frozenset({3})}
+    assert is_frozen(f) and is_frozen(f["k"])
+    assert hash(f) == hash(frozendict(f))              # noqa: F821
+    assert pyparallel.submit(tasks.identity, f).result(timeout=TIMEOUT) is f
