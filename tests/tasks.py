@@ -877,6 +877,18 @@ def main_sleep(seconds):
     return seconds
 
 
+def ask_main_to_raise_many(n, msg):
+    """n waited main-thread calls that raise; returns how many came back
+    as the right exception."""
+    ok = 0
+    for i in range(n):
+        try:
+            pyparallel.call_from_main_thread_and_wait(main_raises, msg)
+        except CustomError as e:
+            ok += str(e) == msg
+    return ok
+
+
 def ask_main_to_sleep(seconds):
     return pyparallel.call_from_main_thread_and_wait(main_sleep, seconds)
 

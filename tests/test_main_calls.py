@@ -182,3 +182,18 @@ def test_an_ordinary_exception_in_a_main_call_is_reported_and_main_goes_on(tmp_p
     r.assert_clean_exit(0)
     assert "main went on" in r.stdout
     assert "ValueError: boom" in r.stderr and "call_from_main_thread() call" in r.stderr, r.describe()
+
+
+def test_many_waited_main_calls_that_raise_from_every_worker(tmp_path):
+    # Before: the main-call thread read the call's record after publishing
+    # its failure, by which time the waiting worker could have freed it
+    # (a use-after-free that ASan caught in a CI run).
+    r = run(tmp_path, """
+        import pyparallel, tasks
+        pyparallel.configure(workers=2)
+        fs = [pyparallel.submit(tasks.ask_main_to_raise_many, 1500, "m%d" % i)
+              for i in range(4)]
+        print("ok:", [f.result(timeout=120) for f in fs])
+        """, timeout=180)
+    r.assert_clean_exit(0)
+    assert "ok: [1500, 1500, 1500, 1500]" in r.stdout, r.describe()

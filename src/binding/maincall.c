@@ -40,7 +40,12 @@ in_main_counter(ppy_maincall *mc)
          : mc->origin == ORIGIN_TASK ? &mc->worker->task_in_main : NULL;
 }
 
-/* Runs one call_from_main_thread request.  Main GIL held. */
+/* Runs one call_from_main_thread request.  Main GIL held.
+ *
+ * Who frees mc: this function when nobody waits; the waiting worker
+ * otherwise, the moment done is published -- so from then on mc is not
+ * ours to read, and what we still need of it (wait, worker) is copied
+ * first. */
 void
 ppy__run_maincall(ppy_pool *pool, ppy_maincall *mc)
 {
@@ -48,6 +53,7 @@ ppy__run_maincall(ppy_pool *pool, ppy_maincall *mc)
     pp_reader rd = {mc->in.data, mc->in.data + mc->in.len};
     PyObject *call = ppy_decode(st, &rd), *res = NULL, *exc, *pack;
     int *waiting = caller_pool ? in_main_counter(mc) : NULL;
+    const int wait = mc->wait;
 
     if (waiting)
         ++*waiting;            /* that thread waits until we are done */
@@ -62,18 +68,18 @@ ppy__run_maincall(ppy_pool *pool, ppy_maincall *mc)
         --*waiting;
     pp_buf_free(&mc->in);
     Py_XDECREF(call);
-    if (res != NULL && mc->wait && ppy_encode(st, res, &mc->out, "the result") < 0)
+    if (res != NULL && wait && ppy_encode(st, res, &mc->out, "the result") < 0)
         Py_CLEAR(res);
     if (res != NULL) {
         Py_DECREF(res);
-        if (!mc->wait)
+        if (!wait)
             free(mc);
         else
             pp_word_set(&mc->done, 1);   /* the worker owns mc from here on */
         return;
     }
     exc = PyErr_GetRaisedException();
-    if (mc->wait) {
+    if (wait) {
         mc->failed = 1;
         pack = st->errors_module
             ? PyObject_GetAttrString(st->errors_module, "pack_exception") : NULL;
@@ -82,15 +88,16 @@ ppy__run_maincall(ppy_pool *pool, ppy_maincall *mc)
                            "the main-thread call failed and its exception "
                            "could not be sent back");
         Py_XDECREF(pack);
-        pp_word_set(&mc->done, 1);
-    } else if (!ppy_is_exit_exception(exc)) {
-        PySys_WriteStderr("pyparallel: a call_from_main_thread() call from "
-                          "worker %d raised:\n",
-                          mc->worker ? mc->worker->index : -1);
-        PyErr_DisplayException(exc);
-    }
-    if (!mc->wait)
+        pp_word_set(&mc->done, 1);     /* the worker owns mc from here on */
+    } else {
+        if (!ppy_is_exit_exception(exc)) {
+            PySys_WriteStderr("pyparallel: a call_from_main_thread() call "
+                              "from worker %d raised:\n",
+                              mc->worker ? mc->worker->index : -1);
+            PyErr_DisplayException(exc);
+        }
         free(mc);
+    }
     if (ppy_is_exit_exception(exc)) {
         PyErr_SetRaisedException(exc);
         ppy_raise_in_main();
