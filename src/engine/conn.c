@@ -118,7 +118,7 @@ deliver(pp_conn *c, const char *p, size_t n)
             pp__conn_fail(c, -ENOBUFS);
             return;
         }
-        if (pp_buf_put(&c->rbuf, p, n) < 0) {
+        if (n && pp_buf_put(&c->rbuf, p, n) < 0) {
             pp__conn_fail(c, -ENOMEM);
             return;
         }
@@ -270,6 +270,19 @@ conn_pending(pp_loop *loop, pp_pending *p)
         finalize(c);
         return;
     }
+    if (c->flags & C_PEND_AGAIN) {
+        c->flags &= ~C_PEND_AGAIN;
+        if (c->rbuf.len && !(c->flags & C_NO_READ)) {
+            c->flags |= C_IN_IO;
+            deliver(c, NULL, 0);
+            c->flags &= ~C_IN_IO;
+            if (c->flags & C_CLOSING)
+                return;
+            pp__conn_flush(c);
+            if (c->flags & C_CLOSING)
+                return;
+        }
+    }
     if (c->flags & C_PEND_READ) {
         c->flags &= ~C_PEND_READ;
         do_read(c);
@@ -398,6 +411,13 @@ pp_conn_resume_reading(pp_conn *c)
         return;
     c->flags &= ~C_PAUSED_USER;
     pp__conn_schedule_read(c);
+}
+
+void
+pp_conn_read_again(pp_conn *c)
+{
+    if (c->rbuf.len && !(c->flags & C_CLOSING))
+        pp__conn_defer(c, C_PEND_AGAIN);
 }
 
 void

@@ -27,6 +27,7 @@
 #define C_PEND_WRITE   (1u << 11)
 #define C_IN_IO        (1u << 12)  /* a flush follows before we return */
 #define C_RDHUP        (1u << 13)  /* a FIN waits behind the data */
+#define C_PEND_AGAIN   (1u << 14)  /* present the kept input again */
 
 #define C_NO_READ (C_CONNECTING | C_PAUSED_USER | C_PAUSED_WATER | C_EOF | \
                    C_CLOSE_WANTED | C_CLOSING)

@@ -233,6 +233,12 @@ void pp_conn_abort(pp_conn *c);
 void pp_conn_pause_reading(pp_conn *c);
 void pp_conn_resume_reading(pp_conn *c);
 
+/* Presents the input kept unconsumed to on_read again, in the pending
+ * phase, without waiting for new input (an owner that stopped consuming
+ * -- too many requests in flight -- and can go on now).  Nothing happens
+ * if no input is kept or reading is paused. */
+void pp_conn_read_again(pp_conn *c);
+
 /* Changes the water marks of one connection (0: the group's). */
 void pp_conn_set_water(pp_conn *c, size_t high, size_t low);
 
