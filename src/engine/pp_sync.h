@@ -27,9 +27,17 @@ pp_cpu_relax(void)
 #endif
 }
 
+/* Lifetime: a waiter may free the memory holding a word as soon as
+ * pp_word_wait() returns a change -- the word in a call's own record,
+ * say.  A setter still looks at the word just after the new value shows
+ * (to see whether anyone sleeps), so it counts itself in `setters` for the
+ * duration, and a waiter that saw a change waits for that count to be 0
+ * before it returns.  A thread that sees the change with pp_word_get()
+ * instead and then frees the word calls pp_word_quiesce() first. */
 typedef struct pp_word {
     atomic_uint value;
     atomic_uint sleepers;    /* threads inside futex(FUTEX_WAIT) on value */
+    atomic_uint setters;     /* threads inside pp_word_set/add */
 } pp_word;
 
 static inline void
@@ -37,7 +45,11 @@ pp_word_init(pp_word *w, uint32_t value)
 {
     atomic_init(&w->value, value);
     atomic_init(&w->sleepers, 0);
+    atomic_init(&w->setters, 0);
 }
+
+/* Waits until no setter is still touching the word (see above). */
+void pp_word_quiesce(pp_word *w);
 
 static inline uint32_t
 pp_word_get(pp_word *w)

@@ -5,6 +5,7 @@
 #include "pp_sync.h"
 
 #include <limits.h>
+#include <sched.h>
 #include <linux/futex.h>
 #include <sys/syscall.h>
 #include <time.h>
@@ -31,18 +32,38 @@ pp_word_set(pp_word *w, uint32_t value)
     /* Sequentially consistent store then load: pairs with the waiter's
      * increment of sleepers followed by its futex compare, so a waiter that
      * went to sleep on the old value is always seen here. */
+    atomic_fetch_add(&w->setters, 1);
     atomic_store(&w->value, value);
     if (atomic_load(&w->sleepers) != 0)
         (void)futex(&w->value, FUTEX_WAKE_PRIVATE, INT_MAX, NULL);
+    atomic_fetch_sub(&w->setters, 1);     /* the last touch */
+}
+
+void
+pp_word_quiesce(pp_word *w)
+{
+    unsigned i = 0;
+
+    /* A setter is a few instructions (or one futex call) from done: spin,
+     * and yield in case it was preempted in between. */
+    while (atomic_load(&w->setters) != 0) {
+        if ((++i & 63) == 0)
+            sched_yield();
+        else
+            pp_cpu_relax();
+    }
 }
 
 uint32_t
 pp_word_add(pp_word *w, int32_t delta)
 {
-    uint32_t now = atomic_fetch_add(&w->value, (uint32_t)delta) + (uint32_t)delta;
+    uint32_t now;
 
+    atomic_fetch_add(&w->setters, 1);
+    now = atomic_fetch_add(&w->value, (uint32_t)delta) + (uint32_t)delta;
     if (atomic_load(&w->sleepers) != 0)
         (void)futex(&w->value, FUTEX_WAKE_PRIVATE, INT_MAX, NULL);
+    atomic_fetch_sub(&w->setters, 1);
     return now;
 }
 
@@ -83,5 +104,7 @@ pp_word_wait(pp_word *w, uint32_t expected, long spin_ns, long timeout_ns)
         atomic_fetch_sub(&w->sleepers, 1);
         seen = pp_word_get(w);
     }
+    if (seen != expected)
+        pp_word_quiesce(w);
     return seen;
 }

@@ -3,6 +3,8 @@
 #include "pp_thread.h"
 #include "pp_test.h"
 
+#include <sched.h>
+#include <stdlib.h>
 #include <time.h>
 
 #define MS 1000000L
@@ -278,6 +280,56 @@ test_ping_pong(void)
     ASSERT_EQ(atomic_load(&pp.pong.sleepers), 0);
 }
 
+/* The waiter frees the word as soon as it sees the change (a call's done
+ * flag in the memory of the call): the setter must be done with the word
+ * by then.  Under ASan a setter that still reads it fails here. */
+#define HANDOFFS 200000
+
+typedef struct {
+    _Atomic(pp_word *) slot;
+    atomic_uint stop;
+} handoff;
+
+static void
+setter_run(void *arg)
+{
+    handoff *h = arg;
+    uint32_t n = 0;
+
+    while (!atomic_load(&h->stop)) {
+        pp_word *w = atomic_exchange(&h->slot, NULL);
+        if (w == NULL) {
+            pp_cpu_relax();
+            continue;
+        }
+        pp_word_set(w, 1);
+        if ((++n & 255) == 0)
+            sched_yield();       /* now and then, be preempted mid-way */
+    }
+}
+
+static void
+test_waiter_may_free_the_word_at_once(void)
+{
+    handoff h;
+    pp_thread t;
+    int i;
+
+    atomic_init(&h.slot, NULL);
+    atomic_init(&h.stop, 0);
+    ASSERT_EQ(pp_thread_start(&t, setter_run, &h), 0);
+    for (i = 0; i < HANDOFFS; i++) {
+        pp_word *w = malloc(sizeof(*w));
+        ASSERT_NOT_NULL(w);
+        pp_word_init(w, 0);
+        atomic_store(&h.slot, w);
+        ASSERT_EQ(pp_word_wait(w, 0, (i & 1) ? 100000 : 0, NO_HANG), 1);
+        free(w);
+    }
+    atomic_store(&h.stop, 1);
+    ASSERT_EQ(pp_thread_join(&t), 0);
+}
+
 int
 main(void)
 {
@@ -291,5 +343,6 @@ main(void)
     RUN_TEST(test_set_same_value_keeps_waiting);
     RUN_TEST(test_spinning_waiter_sees_set);
     RUN_TEST(test_ping_pong);
+    RUN_TEST(test_waiter_may_free_the_word_at_once);
     return PP_TEST_DONE();
 }
