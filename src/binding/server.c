@@ -22,6 +22,7 @@
  * side may finish first.
  */
 #include "ppy_io.h"
+#include "ppy_http.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -32,7 +33,12 @@ typedef struct ppy_srv_shared {
     atomic_int refs;
     pp_word live;                /* worker endpoints not yet reaped */
     pp_conn_config cfg;
-    int native;
+    int kind;                    /* SRV_* */
+    int native;                  /* kind == SRV_ECHO */
+    pp_http_config hcfg;         /* SRV_HTTP */
+    char *spec;                  /* SRV_HTTP: the app, "module:name" */
+    char *server_name;
+    int interface, debug, port;
     int64_t proto_id;
     PyObject *shared;            /* frozen (checked), or NULL; the Server
                                     object holds the reference */
@@ -40,11 +46,16 @@ typedef struct ppy_srv_shared {
     size_t max_conns;
 } ppy_srv_shared;
 
+enum { SRV_PROTOCOL = 0, SRV_ECHO = 1, SRV_HTTP = 2 };
+
 static void
 shared_release(ppy_srv_shared *sh)
 {
-    if (atomic_fetch_sub(&sh->refs, 1) == 1)
+    if (atomic_fetch_sub(&sh->refs, 1) == 1) {
+        free(sh->spec);
+        free(sh->server_name);
         free(sh);
+    }
 }
 
 /* ---- the worker side ------------------------------------------------------- */
@@ -56,7 +67,18 @@ typedef struct ppy_wsrv {
     pp_acceptor acc;
     pp_pending reap;
     int closing;
+    ppy_http_site *site;          /* SRV_HTTP */
 } ppy_wsrv;
+
+static void
+site_free(ppy_wsrv *ws)
+{
+    if (ws->site) {
+        ppy_http_site_clear(ws->site);
+        free(ws->site);
+        ws->site = NULL;
+    }
+}
 
 static void
 wsrv_reap(pp_loop *loop, pp_pending *p)
@@ -76,6 +98,7 @@ wsrv_reap(pp_loop *loop, pp_pending *p)
     }
     pp_link_remove(&ws->ep.link);
     ppy_endpoint_clear(&ws->ep);
+    site_free(ws);
     free(ws);
     pp_word_add(&sh->live, -1);
     shared_release(sh);
@@ -133,7 +156,7 @@ start_proc(ppy_lthread *lt, ppy_cmd *cmd)
     ws->ep.live = &sh->conns;
     ws->ep.max_live = sh->max_conns;
     ws->reap.data = ws;
-    if (!sh->native) {
+    if (sh->kind == SRV_PROTOCOL) {
         cls = ppy_worker_callable(lt->worker, (uint32_t)sh->proto_id);
         if (cls == NULL || ppy_endpoint_set_protocol(&ws->ep, cls) < 0) {
             Py_XDECREF(cls);
@@ -145,11 +168,33 @@ start_proc(ppy_lthread *lt, ppy_cmd *cmd)
         }
         Py_DECREF(cls);
     }
+    if (sh->kind == SRV_HTTP) {
+        if ((ws->site = calloc(1, sizeof(*ws->site))) == NULL) {
+            cmd->rc = -ENOMEM;
+            ppy_endpoint_clear(&ws->ep);
+            free(ws);
+            return;
+        }
+        ws->site->ep = &ws->ep;
+        if (ppy_http_site_init(ws->site, lt, sh->spec, sh->interface,
+                               sh->shared, sh->debug, sh->port) < 0) {
+            cmd->rc = -EINVAL;
+            cmd->error = ppy_exception_text();
+            site_free(ws);
+            ppy_endpoint_clear(&ws->ep);
+            free(ws);
+            return;
+        }
+    }
     if ((rc = pp_conn_group_init(&ws->group, lt->loop, &sh->cfg)) < 0 ||
+        (ws->site && (pp_http_group_init(&ws->site->group, &ws->group, &sh->hcfg,
+                                         &ppy_http_handler, ws->site), 0)) ||
         (rc = pp_acceptor_start(&ws->acc, &ws->group, sc->fd,
-                                sh->native ? &ppy_native_echo_handler
-                                           : &ppy_proto_handler,
-                                &ws->ep)) < 0) {
+                                sh->kind == SRV_HTTP ? &pp_http_conn_handler
+                                : sh->native ? &ppy_native_echo_handler
+                                             : &ppy_proto_handler,
+                                sh->kind == SRV_HTTP ? (void *)&ws->site->group
+                                                     : (void *)&ws->ep)) < 0) {
         cmd->rc = rc;
         /* No connection and no acceptor: it cannot be busy.  If it is (a
          * bug), leak ws rather than free what the group points into. */
@@ -159,6 +204,7 @@ start_proc(ppy_lthread *lt, ppy_cmd *cmd)
             return;
         }
         ppy_endpoint_clear(&ws->ep);
+        site_free(ws);
         free(ws);
         return;
     }
@@ -203,6 +249,7 @@ typedef struct {
     ppy_cmd base;
     ppy_wsrv *ws;
     pp_conn_stats stats;
+    pp_http_stats http;
     uint64_t count, errors, line_scanned;
 } stats_cmd;
 
@@ -216,6 +263,25 @@ stats_proc(ppy_lthread *lt, ppy_cmd *cmd)
     sc->count = sc->ws->group.count;
     sc->errors = sc->ws->ep.errors;
     sc->line_scanned = sc->ws->ep.line_scanned;
+    if (sc->ws->site)
+        sc->http = sc->ws->site->group.stats;
+}
+
+/* Graceful drain: stop accepting; idle connections close now, busy ones
+ * after their answers (Connection: close). */
+static void
+drain_proc(ppy_lthread *lt, ppy_cmd *cmd)
+{
+    ppy_wsrv *ws = ((stats_cmd *)cmd)->ws;
+
+    (void)lt;
+    if (ws->closing)
+        return;
+    pp_acceptor_stop(&ws->acc);
+    if (ws->site)
+        pp_http_group_drain(&ws->site->group);
+    else
+        pp_conn_group_close_all(&ws->group);
 }
 
 /* ---- the Server type (main interpreter) --------------------------------------- */
@@ -260,13 +326,94 @@ listen_error(int rc, const char *host, int port, const char *unix_path)
 
 static int server_shutdown(ppy_server *self, int64_t timeout_ns);
 
+/* Reads an HTTP server's settings from the dict the Python layer built
+ * (pyparallel._http): every key is required there, checked here again. */
+static int
+http_config(ppy_srv_shared *sh, PyObject *d)
+{
+    static const struct { const char *key; int timeout; size_t off; } nums[] = {
+        {"max_line", 0, offsetof(pp_http_config, max_line)},
+        {"max_head", 0, offsetof(pp_http_config, max_head)},
+        {"max_headers", 0, offsetof(pp_http_config, max_headers)},
+        {"max_body", 0, offsetof(pp_http_config, max_body)},
+        {"body_spill", 0, offsetof(pp_http_config, body_spill)},
+        {"head_timeout", 1, offsetof(pp_http_config, head_timeout_ns)},
+        {"body_timeout", 1, offsetof(pp_http_config, body_timeout_ns)},
+        {"keepalive_timeout", 1, offsetof(pp_http_config, keepalive_timeout_ns)},
+        {"send_timeout", 1, offsetof(pp_http_config, send_timeout_ns)},
+    };
+    PyObject *v;
+    const char *str;
+    size_t i;
+
+    pp_http_config_default(&sh->hcfg);
+    for (i = 0; i < sizeof nums / sizeof nums[0]; i++) {
+        char *field = (char *)&sh->hcfg + nums[i].off;
+        if ((v = PyDict_GetItemString(d, nums[i].key)) == NULL)
+            continue;
+        if (nums[i].timeout) {
+            int64_t ns;
+            if (ppy_timeout_ns(v, nums[i].key, PPY_TIMEOUT_NONE, &ns) < 0)
+                return -1;
+            *(uint64_t *)field = ns < 0 ? 0 : (uint64_t)ns;
+        } else {
+            long long n = PyLong_AsLongLong(v);
+            if (n <= 0) {
+                if (!PyErr_Occurred())
+                    PyErr_Format(PyExc_ValueError, "%s must be a positive int, not %R",
+                                 nums[i].key, v);
+                return -1;
+            }
+            if (nums[i].off == offsetof(pp_http_config, max_headers) ||
+                nums[i].off == offsetof(pp_http_config, max_line) ||
+                nums[i].off == offsetof(pp_http_config, max_head) ||
+                nums[i].off == offsetof(pp_http_config, body_spill))
+                *(size_t *)field = (size_t)n;
+            else
+                *(uint64_t *)field = (uint64_t)n;
+        }
+    }
+    if ((v = PyDict_GetItemString(d, "max_pipeline")) != NULL) {
+        long n = PyLong_AsLong(v);
+        if (n <= 0 || n > 1024) {
+            if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_ValueError, "max_pipeline must be 1..1024");
+            return -1;
+        }
+        sh->hcfg.max_pipeline = (unsigned)n;
+    }
+    if ((v = PyDict_GetItemString(d, "app")) == NULL || !PyUnicode_Check(v) ||
+        (str = PyUnicode_AsUTF8(v)) == NULL || (sh->spec = strdup(str)) == NULL) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_TypeError, "http['app'] must be a str");
+        return -1;
+    }
+    if ((v = PyDict_GetItemString(d, "server")) != NULL && PyUnicode_Check(v) &&
+        (str = PyUnicode_AsUTF8(v)) != NULL) {
+        if (strpbrk(str, "\r\n") || (sh->server_name = strdup(str)) == NULL) {
+            PyErr_SetString(PyExc_ValueError, "the Server header must be one line");
+            return -1;
+        }
+        sh->hcfg.server = sh->server_name;
+    }
+    v = PyDict_GetItemString(d, "interface");
+    sh->interface = v && PyUnicode_Check(v) &&
+                    PyUnicode_CompareWithASCIIString(v, "wsgi") == 0
+                    ? PPY_HTTP_WSGI : PPY_HTTP_NATIVE;
+    v = PyDict_GetItemString(d, "debug");
+    sh->debug = v && PyObject_IsTrue(v) == 1;
+    /* A slow reader is dropped by the connection's idle timeout. */
+    sh->cfg.idle_timeout_ns = sh->hcfg.send_timeout_ns;
+    return 0;
+}
+
 static PyObject *
 server_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 {
     static char *kwlist[] = {"pool", "host", "port", "protocol", "unix",
                              "backlog", "shared", "max_connections",
                              "idle_timeout", "reuse_port", "write_high",
-                             "write_low", "read_limit", "native", NULL};
+                             "write_low", "read_limit", "native", "http", NULL};
     PyObject *pool, *protocol;
     const char *host = NULL, *unix_path = NULL;
     int port = 0, backlog = PP_NET_BACKLOG, reuse_port = 1, native = 0;
@@ -274,17 +421,22 @@ server_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     PyObject *idle_obj = Py_None;
     int64_t idle_ns;
     Py_ssize_t write_high = 65536, write_low = 16384, read_limit = 1 << 20;
-    PyObject *shared = Py_None;
+    PyObject *shared = Py_None, *http = Py_None;
     ppy_server *self;
     ppy_srv_shared *sh;
     int i, n, rc;
 
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OziOz|iOLOpnnnp:Server",
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OziOz|iOLOpnnniO:Server",
                                      kwlist, &pool, &host, &port, &protocol,
                                      &unix_path, &backlog, &shared, &max_conns,
                                      &idle_obj, &reuse_port, &write_high,
-                                     &write_low, &read_limit, &native))
+                                     &write_low, &read_limit, &native, &http))
         return NULL;
+    if (native < SRV_PROTOCOL || native > SRV_HTTP ||
+        (native == SRV_HTTP) != (http != Py_None && PyDict_Check(http))) {
+        PyErr_SetString(PyExc_ValueError, "ServerCore: kind 2 (HTTP) goes with an http= dict");
+        return NULL;
+    }
     if (write_high <= 0 || write_low < 0 || write_low > write_high ||
         read_limit <= 0 || max_conns < 0) {
         PyErr_SetString(PyExc_ValueError,
@@ -319,7 +471,8 @@ server_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     }
     atomic_init(&sh->refs, 1);
     pp_word_init(&sh->live, 0);
-    sh->native = native;
+    sh->kind = native;
+    sh->native = native == SRV_ECHO;
     /* Frozen, hence immortal: the workers' own references (Py_NewRef in
      * start_proc) write nothing to it. */
     sh->shared = self->shared;
@@ -331,7 +484,14 @@ server_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     sh->cfg.max_conns = max_conns ? (size_t)((max_conns + n - 1) / n) : 0;
     sh->max_conns = (size_t)max_conns;
     atomic_init(&sh->conns, 0);
-    if (!native && (sh->proto_id = ppy_pool_fn_id(pool, protocol)) < 0) {
+    if (native == SRV_HTTP) {
+        if (http_config(sh, http) < 0)
+            goto fail;
+        /* Room for a whole head and a read behind it, unconsumed. */
+        if (sh->cfg.read_max < sh->hcfg.max_head + PP_CONN_READ_SIZE)
+            sh->cfg.read_max = sh->hcfg.max_head + PP_CONN_READ_SIZE;
+    }
+    if (native == SRV_PROTOCOL && (sh->proto_id = ppy_pool_fn_id(pool, protocol)) < 0) {
         if (sh->proto_id == -2)
             PyErr_Format(PyExc_TypeError,
                          "protocol %R cannot be found by workers: define the "
@@ -383,6 +543,8 @@ server_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
                 self->port = pp_net_local_port(rc);
         }
     }
+
+    sh->port = self->port;
 
     /* One endpoint per worker. */
     for (i = 0; i < n; i++) {
@@ -550,12 +712,13 @@ server_close(ppy_server *self, PyObject *args)
 static PyObject *
 server_stats(ppy_server *self, PyObject *args, PyObject *kwargs)
 {
-    uint64_t sum[7] = {0};       /* connections, accepted, closed, errors,
-                                    bytes read, bytes written, line bytes
-                                    scanned */
-    static const char *names[7] = {"connections", "accepted", "closed",
+#define NSTATS 11
+    uint64_t sum[NSTATS] = {0};
+    static const char *names[NSTATS] = {"connections", "accepted", "closed",
                                    "callback_errors", "bytes_read",
-                                   "bytes_written", "line_bytes_scanned"};
+                                   "bytes_written", "line_bytes_scanned",
+                                   "requests", "responses", "rejected",
+                                   "timeouts"};
     PyObject *res = NULL, *per, *w, *timeout = Py_None;
     int64_t timeout_ns;
     uint64_t start = pp_now_ns();
@@ -568,7 +731,7 @@ server_stats(ppy_server *self, PyObject *args, PyObject *kwargs)
         (per = PyList_New(0)) == NULL)
         return NULL;
     for (i = 0; i < self->nworkers && !self->closed; i++) {
-        uint64_t v[7];
+        uint64_t v[NSTATS];
         stats_cmd *sc;
         if (self->ws[i] == NULL)
             continue;
@@ -594,21 +757,26 @@ server_stats(ppy_server *self, PyObject *args, PyObject *kwargs)
         v[4] = sc->stats.bytes_read;
         v[5] = sc->stats.bytes_written;
         v[6] = sc->line_scanned;
+        v[7] = sc->http.requests;
+        v[8] = sc->http.responses;
+        v[9] = sc->http.rejected;
+        v[10] = sc->http.timeouts;
         ppy_cmd_release(&sc->base);
-        w = Py_BuildValue("{sisKsK}", "worker", i,
+        w = Py_BuildValue("{sisKsKsK}", "worker", i,
                           "connections", (unsigned long long)v[0],
-                          "accepted", (unsigned long long)v[1]);
+                          "accepted", (unsigned long long)v[1],
+                          "requests", (unsigned long long)v[7]);
         if (w == NULL || PyList_Append(per, w) < 0) {
             Py_XDECREF(w);
             goto done;
         }
         Py_DECREF(w);
-        for (k = 0; k < 7; k++)
+        for (k = 0; k < NSTATS; k++)
             sum[k] += v[k];
     }
     if ((res = PyDict_New()) == NULL)
         goto done;
-    for (k = 0; k < 7; k++) {
+    for (k = 0; k < NSTATS; k++) {
         PyObject *n = PyLong_FromUnsignedLongLong(sum[k]);
         if (n == NULL || PyDict_SetItemString(res, names[k], n) < 0) {
             Py_XDECREF(n);
@@ -624,6 +792,29 @@ done:
     return res;
 }
 
+/* drain(): every worker stops accepting and drains (see drain_proc);
+ * then close() waits for the connections, or cuts them at its timeout. */
+static PyObject *
+server_drain(ppy_server *self, PyObject *unused)
+{
+    int i;
+
+    (void)unused;
+    for (i = 0; i < self->nworkers && !self->closed; i++) {
+        stats_cmd *sc;
+        if (self->ws[i] == NULL)
+            continue;
+        if ((sc = calloc(1, sizeof(*sc))) == NULL)
+            return PyErr_NoMemory();
+        ppy_cmd_init(&sc->base, drain_proc);
+        sc->ws = self->ws[i];
+        (void)ppy_cmd_post(self->lts[i], &sc->base);
+        ppy_cmd_release(&sc->base);
+    }
+    Py_RETURN_NONE;
+}
+
+/* The open connections across workers (a drain's progress). */
 static PyObject *
 server_get_port(ppy_server *self, void *c)
 {
@@ -684,6 +875,9 @@ static PyMethodDef server_methods[] = {
     {"close", (PyCFunction)server_close, METH_VARARGS,
      "close(timeout=None) -> bool: stop accepting, close every connection "
      "(connection_lost runs for each) and wait; False on timeout"},
+    {"drain", (PyCFunction)server_drain, METH_NOARGS,
+     "drain(): stop accepting; idle connections close now, the others "
+     "after the answers in flight (HTTP: with Connection: close)"},
     {"stats", (PyCFunction)(void (*)(void))server_stats, METH_VARARGS | METH_KEYWORDS,
      "stats(timeout=None) -> dict: counters summed over workers, and "
      "'workers': each worker's connections and accepted; TimeoutError if a "

@@ -393,13 +393,14 @@ static const llhttp_settings_t settings = {
     .on_message_complete = on_message_complete,
 };
 
-/* The status for a parse error: our callbacks' own, else 400. */
+/* The status for a parse error: our callbacks' own, 505 for a version
+ * llhttp does not know (HTTP/3.0), else 400. */
 static int
 parse_status(pp_http_conn *hc, llhttp_errno_t err)
 {
-    int st = hc->err_status ? hc->err_status : 400;
+    int st = hc->err_status ? hc->err_status
+           : err == HPE_INVALID_VERSION ? 505 : 400;
 
-    (void)err;
     hc->err_status = 0;
     return st;
 }

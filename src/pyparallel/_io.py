@@ -157,6 +157,28 @@ def server(host=None, port=None, protocol=None, *, unix=None, backlog=1024,
     return srv
 
 
+def _http_server(host, port, unix, settings, *, shared=None, backlog=1024,
+                 max_connections=None):
+    """An HTTP server (pyparallel.http.serve() and `pyparallel serve`);
+    settings: the dict pyparallel._http.start() builds."""
+    _check_address(host, port, unix, "serve()")
+    if max_connections is not None and (not isinstance(max_connections, int)
+                                        or max_connections <= 0):
+        raise ValueError(f"max_connections must be a positive int or None, "
+                         f"not {max_connections!r}")
+    pool = _pool()
+    if host is None and unix is None:
+        host = "127.0.0.1"
+    core = _pp.ServerCore(pool, host, 0 if unix else port, None, unix,
+                          backlog, shared, max_connections or 0, None,
+                          unix is None, 65536, 16384, 1 << 20, 2, settings)
+    address = unix if unix is not None else (host, core.port)
+    srv = Server(core, address, unix)
+    with _servers_lock:
+        _servers.add(srv)
+    return srv
+
+
 def client(host=None, port=None, protocol=None, *, unix=None, shared=None,
            worker=None, write_high=65536, write_low=16384):
     """Connect from a worker and drive protocol on the connection.  Returns a

@@ -1,0 +1,86 @@
+/* ppy_http.h -- HTTP endpoints in the binding: an app in each worker
+ * interpreter, and the engine's requests turned into calls of it.
+ *
+ * A server of kind HTTP gives each worker a *site*: the engine's HTTP
+ * group (limits, its connections) and the app as the worker's own
+ * interpreter loaded it -- by name, from the same module main loaded it
+ * from -- reading the server's frozen shared object by pointer.  Requests
+ * are answered on the worker's loop thread, the handler called directly
+ * (the fast path: no hand-off, no copy of the request).
+ *
+ * Two interfaces: native (http.c: routes, a Request object, return values
+ * turned into responses) and WSGI (wsgi.c, PEP 3333).
+ */
+#ifndef PPY_HTTP_H
+#define PPY_HTTP_H
+
+#include "ppy_io.h"
+#include "pp_http.h"
+
+enum { PPY_HTTP_NATIVE = 0, PPY_HTTP_WSGI = 1 };
+
+typedef struct ppy_http_site {
+    pp_http_group group;         /* group.data: this site */
+    ppy_endpoint *ep;            /* the worker's endpoint (close hooks) */
+    ppy_lthread *lt;
+    int interface;               /* PPY_HTTP_* */
+    int debug;                   /* tracebacks in 500 answers */
+    PyObject *app;               /* pyparallel.http.App, or the WSGI callable */
+    PyObject *exact;             /* native: {path: handler} */
+    PyObject *match;             /* native: app._match(path) -> (handler, kwargs) | None */
+    PyObject *encode_json;       /* json.JSONEncoder(...).encode */
+    PyObject *response_type;     /* pyparallel.http.Response */
+    PyObject *file_type;         /* pyparallel.http.FileResponse */
+    PyObject *request_type;      /* the Request type of this interpreter */
+    PyObject *input_type;        /* wsgi.input's type */
+    PyObject *start_response_type;
+    PyObject *file_wrapper;      /* wsgi.file_wrapper */
+    PyObject *errors;            /* wsgi.errors (sys.stderr) */
+    PyObject *environ_base;      /* the keys every environ starts with */
+    PyObject *shared;            /* frozen, or None */
+    char server_port[8];
+    uint64_t handler_errors;
+} ppy_http_site;
+
+/* The engine handler for a site's group (data: the site). */
+extern const pp_http_handler ppy_http_handler;
+
+/* Loads the app named by spec in this worker and fills s (its group set
+ * up by the caller).  Worker GIL.  Returns 0, or -1 with an exception
+ * set. */
+int ppy_http_site_init(ppy_http_site *s, ppy_lthread *lt, const char *spec,
+                       int interface, PyObject *shared, int debug, int port);
+void ppy_http_site_clear(ppy_http_site *s);
+
+/* Answers req with status and a short text/plain body (an error page).
+ * Worker GIL. */
+void ppy_http_answer_text(pp_http_request *req, int status, const char *text);
+
+/* Logs the pending exception as a handler's and answers 500 (with the
+ * traceback when the site is in debug mode). */
+void ppy_http_handler_failed(ppy_http_site *s, pp_http_request *req,
+                             const char *what);
+
+/* wsgi.c: one request through the WSGI app. */
+void ppy_wsgi_call(ppy_http_site *s, pp_http_conn *hc, pp_http_request *req);
+/* Types wsgi.c makes for a site (called by ppy_http_site_init). */
+int ppy_wsgi_site_init(ppy_http_site *s);
+
+/* A bytes-like or str body's bytes for an answer: by reference for big
+ * objects (the answer holds a reference and drops it when sent).  Fills
+ * r->body/body_len/flags/release/ctx.  Returns 0, or -1 with TypeError. */
+int ppy_http_body_of(PyObject *obj, pp_http_response *r);
+
+/* Appends "Name: value\r\n" for each header (a dict, or an iterable of
+ * (name, value) pairs of str), refusing CR, LF and NUL and leaving out
+ * the ones the server sets itself (Content-Length, Transfer-Encoding,
+ * Connection, Date, Server).  *has_type is set when Content-Type is
+ * among them.  Returns 0, or -1 with an exception set. */
+int ppy_http_header_lines(PyObject *headers, pp_buf *out, int *has_type);
+
+/* The path percent-decoded once, as a str; latin1 gives PEP 3333's
+ * bytes-as-latin-1 str, else UTF-8 with surrogate escapes.  New
+ * reference. */
+PyObject *ppy_http_decode_path(const char *p, size_t n, int latin1);
+
+#endif /* PPY_HTTP_H */

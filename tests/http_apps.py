@@ -1,0 +1,206 @@
+"""Apps the HTTP tests serve (workers import this module by name)."""
+
+import json
+import os
+import time
+
+from pyparallel.http import App, FileResponse, Response
+
+
+def _build_shared():
+    return {"words": {"apple": 3, "pear": 5}, "built_in_main": os.getpid()}
+
+
+app = App(shared=_build_shared)
+
+
+@app.route("/plaintext")
+def plaintext(request):
+    return Response(b"Hello, World!", content_type="text/plain")
+
+
+@app.route("/json")
+def json_(request):
+    return {"message": "Hello, World!"}
+
+
+@app.route("/hello/{name}")
+def hello(request, name):
+    return f"<p>hello {name}</p>"
+
+
+@app.route("/files/{rest:path}")
+def files(request, rest):
+    return {"rest": rest}
+
+
+@app.route("/echo", methods=["POST", "PUT"])
+def echo(request):
+    return Response(request.body, headers={"X-Length": str(len(request.body))},
+                    content_type="application/octet-stream")
+
+
+@app.route("/request")
+def describe(request):
+    return {"method": request.method, "path": request.path, "query": request.query,
+            "params": request.query_params, "headers": request.headers,
+            "client": list(request.client), "version": request.version}
+
+
+@app.route("/shared/{word}")
+def shared(request, word):
+    return {"count": request.shared["words"].get(word), "pid": request.shared["built_in_main"]}
+
+
+@app.route("/boom")
+def boom(request):
+    raise ValueError("the handler failed on purpose")
+
+
+@app.route("/bad-return")
+def bad_return(request):
+    return 42
+
+
+@app.route("/bad-header")
+def bad_header(request):
+    return Response(b"x", headers={"X-Evil": "a\r\nSet-Cookie: owned"})
+
+
+@app.route("/status")
+def status(request):
+    return Response(b"", status=int(request.query_params.get("code", "200")))
+
+
+@app.route("/none")
+def none(request):
+    return None
+
+
+@app.route("/sleep")
+def sleep(request):
+    time.sleep(float(request.query_params.get("s", "0.2")))
+    return b"slept " + request.query_params.get("tag", "").encode()
+
+
+@app.route("/file")
+def file(request):
+    return FileResponse(__file__)
+
+
+@app.route("/big")
+def big(request):
+    return b"x" * 1_000_000
+
+
+class Methods(App):
+    """PyParallel style: methods are routes."""
+
+    def index(self, request):
+        return b"index"
+
+    def plaintext(self, request):
+        return b"Hello, World!"
+
+    def _private(self, request):
+        return b"never"
+
+
+methods_app = Methods()
+
+
+# ---- WSGI ----------------------------------------------------------------------
+
+def wsgi_app(environ, start_response):
+    path = environ["PATH_INFO"]
+    if path == "/env":
+        keys = ["REQUEST_METHOD", "PATH_INFO", "QUERY_STRING", "SERVER_PROTOCOL",
+                "CONTENT_TYPE", "CONTENT_LENGTH", "HTTP_X_CUSTOM", "REMOTE_ADDR",
+                "SCRIPT_NAME", "wsgi.url_scheme"]
+        body = json.dumps({k: environ.get(k) for k in keys}).encode()
+        start_response("200 OK", [("Content-Type", "application/json")])
+        return [body]
+    if path == "/upload":
+        data = environ["wsgi.input"].read()
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"%d" % len(data)]
+    if path == "/lines":
+        lines = list(environ["wsgi.input"])
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"%d lines" % len(lines)]
+    if path == "/stream":
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return (b"part%d;" % i for i in range(5))
+    if path == "/write":
+        write = start_response("200 OK", [("Content-Type", "text/plain")])
+        write(b"written;")
+        return [b"returned"]
+    if path == "/file":
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return environ["wsgi.file_wrapper"](open(__file__, "rb"))
+    if path == "/error-before":
+        raise RuntimeError("failed before start_response")
+    if path == "/exc-info":
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        try:
+            raise KeyError("oops")
+        except KeyError:
+            import sys
+            start_response("500 Internal Server Error",
+                           [("Content-Type", "text/plain")], sys.exc_info())
+        return [b"replaced"]
+    if path == "/closing":
+        return _Closing(start_response)
+    start_response("404 Not Found", [("Content-Type", "text/plain")])
+    return [b"not found"]
+
+
+class _Closing:
+    closed_marker = "/tmp/pyparallel-wsgi-closed"
+
+    def __init__(self, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain")])
+
+    def __iter__(self):
+        yield b"a"
+        yield b"b"
+
+    def close(self):
+        with open(self.closed_marker, "w") as f:
+            f.write("closed")
+
+
+def _flask():
+    import flask
+    f = flask.Flask("http_apps_flask")
+
+    @f.route("/")
+    def index():
+        return "flask index"
+
+    @f.route("/json", methods=["POST"])
+    def js():
+        return flask.jsonify(got=flask.request.get_json())
+
+    @f.route("/hello/<name>")
+    def hello(name):
+        return f"hello {name} from flask"
+    return f
+
+
+def _bottle():
+    import bottle
+    b = bottle.Bottle()
+
+    @b.route("/")
+    def index():
+        return "bottle index"
+
+    @b.route("/form", method="POST")
+    def form():
+        return "name=" + bottle.request.forms.get("name", "")
+    return b
+
+
+flask_app = _flask()
+bottle_app = _bottle()

@@ -1,0 +1,490 @@
+"""The HTTP server end to end: `pyparallel serve` in a subprocess, driven by
+http.client and raw sockets, answers read byte for byte by h11 (an
+independent parser).  Conformance, TechEmpower's header rules, every limit
+and refusal, smuggling shapes, slowloris, handler errors, WSGI (plain,
+Flask, Bottle), the CLI's errors, graceful drain, and 1,000 keep-alive
+clients."""
+
+import email.utils
+import http.client
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import h11
+import pytest
+
+import support
+
+APPS = "http_apps"
+
+
+class Served:
+    def __init__(self, proc, port):
+        self.proc = proc
+        self.port = port
+
+    def conn(self):
+        return http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+
+    def get(self, path, **kw):
+        c = self.conn()
+        c.request("GET", path, **kw)
+        r = c.getresponse()
+        body = r.read()
+        c.close()
+        return r, body
+
+    def raw(self, data, timeout=10):
+        """Sends bytes, reads until the server closes; returns them."""
+        s = socket.create_connection(("127.0.0.1", self.port), timeout=timeout)
+        s.sendall(data)
+        out = b""
+        try:
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                out += chunk
+        finally:
+            s.close()
+        return out
+
+    def stop(self, sig=signal.SIGTERM, timeout=30):
+        if sig is not None and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            out, err = self.proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            out, err = self.proc.communicate()
+            raise AssertionError("the server did not stop:\n" + err)
+        return support.Result(self.proc.returncode, out, err, self.proc.args)
+
+
+def start(app, *args, workers=2):
+    cmd = [sys.executable, "-m", "pyparallel", "serve", app, "--bind",
+           "127.0.0.1:0", "--workers", str(workers), *args]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, cwd=support.TESTS_DIR,
+                            env=support.child_env())
+    line = proc.stdout.readline()
+    m = re.search(r"http://127\.0\.0\.1:(\d+)", line)
+    if not m:
+        proc.kill()
+        out, err = proc.communicate()
+        raise AssertionError(f"server did not start: {line}{out}\n{err}")
+    return Served(proc, int(m.group(1)))
+
+
+@pytest.fixture(scope="module")
+def native():
+    s = start(f"{APPS}:app", "--head-timeout", "1", "--body-timeout", "1",
+              "--max-body", "100000", "--max-line", "1000", "--max-head", "4000",
+              "--max-headers", "20")
+    yield s
+    r = s.stop()
+    r.assert_no_crash_output()
+
+
+@pytest.fixture(scope="module")
+def wsgi():
+    s = start(f"{APPS}:wsgi_app", "--max-body", "10000000")
+    yield s
+    s.stop().assert_no_crash_output()
+
+
+def h11_responses(data, n=None, method=b"GET"):
+    """Parses data as responses with h11; returns [(Response, body)]."""
+    out = []
+    conn = h11.Connection(h11.CLIENT)
+    while n is None or len(out) < n:
+        conn.send(h11.Request(method=method, target="/", headers=[("Host", "t")]))
+        conn.send(h11.EndOfMessage())
+        if data is not None:
+            conn.receive_data(data)
+            data = None
+        resp, body = None, b""
+        while True:
+            ev = conn.next_event()
+            if ev is h11.NEED_DATA:
+                conn.receive_data(b"")
+                if ev is h11.NEED_DATA and resp is None:
+                    return out
+                continue
+            if isinstance(ev, h11.Response):
+                resp = ev
+            elif isinstance(ev, h11.Data):
+                body += ev.data
+            elif isinstance(ev, h11.EndOfMessage):
+                out.append((resp, body))
+                break
+            elif isinstance(ev, h11.ConnectionClosed):
+                return out
+        if conn.our_state is h11.MUST_CLOSE or conn.their_state is h11.MUST_CLOSE:
+            return out
+        conn.start_next_cycle()
+    return out
+
+
+# ---- TechEmpower shapes, conformance ------------------------------------------
+
+
+def test_techempower_headers_with_an_independent_parser(native):
+    raw = native.raw(b"GET /plaintext HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+    [(resp, body)] = h11_responses(raw)
+    h = {k.decode().lower(): v.decode() for k, v in resp.headers}
+    assert resp.status_code == 200 and body == b"Hello, World!"
+    assert h["server"] == "pyparallel"
+    assert re.match(r"^text/plain(; ?charset=(UTF|utf)-8)?$", h["content-type"])
+    assert h["content-length"] == "13"
+    d1 = email.utils.parsedate_to_datetime(h["date"])
+    assert abs(d1.timestamp() - time.time()) < 5
+    time.sleep(1.2)
+    raw = native.raw(b"GET /json HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+    [(resp, body)] = h11_responses(raw)
+    h2 = {k.decode().lower(): v.decode() for k, v in resp.headers}
+    assert json.loads(body) == {"message": "Hello, World!"}
+    assert re.match(r"^application/json(; ?charset=(UTF|utf)-8)?$", h2["content-type"])
+    assert h2["date"] != h["date"]           # refreshed, not frozen
+
+
+def test_examples_tfb_app(tmp_path):
+    s = subprocess.Popen([sys.executable, "-m", "pyparallel", "serve", "examples.tfb:app",
+                          "--bind", "127.0.0.1:0", "--workers", "2"],
+                         cwd=support.ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True, env=support.child_env())
+    line = s.stdout.readline()
+    port = int(re.search(r":(\d+) with 2 workers", line).group(1))
+    served = Served(s, port)
+    r, body = served.get("/plaintext")
+    assert body == b"Hello, World!" and r.getheader("Content-Type") == "text/plain"
+    r, body = served.get("/json")
+    assert json.loads(body) == {"message": "Hello, World!"}
+    served.stop().assert_clean_exit(0)
+
+
+def test_keep_alive_many_requests_one_connection(native):
+    c = native.conn()
+    for i in range(200):
+        c.request("GET", f"/hello/n{i}")
+        r = c.getresponse()
+        assert r.status == 200 and r.read() == f"<p>hello n{i}</p>".encode()
+        assert r.getheader("Content-Type") == "text/html; charset=utf-8"
+    c.close()
+
+
+def test_routes_request_fields_and_return_types(native):
+    r, body = native.get("/request?a=1&b=x%20y&a=2", headers={"X-Custom": "v", "X-Custom2": "w"})
+    d = json.loads(body)
+    assert d["method"] == "GET" and d["path"] == "/request"
+    assert d["query"] == "a=1&b=x%20y&a=2" and d["params"] == {"a": "1", "b": "x y"}
+    assert d["headers"]["x-custom"] == "v" and d["client"][0] == "127.0.0.1"
+    assert d["version"] == "HTTP/1.1"
+    r, body = native.get("/hello/%C3%A9t%C3%A9")             # decoded once
+    assert body.decode() == "<p>hello été</p>"
+    r, body = native.get("/hello/%2541")                      # ...not twice
+    assert body == b"<p>hello %41</p>"
+    r, body = native.get("/files/a/b/c.txt")
+    assert json.loads(body) == {"rest": "a/b/c.txt"}
+    r, body = native.get("/none")
+    assert r.status == 204 and body == b""
+    r, body = native.get("/status?code=418")
+    assert r.status == 418
+    r, body = native.get("/file")
+    assert body == open(os.path.join(support.TESTS_DIR, "http_apps.py"), "rb").read()
+    assert r.getheader("Content-Type") == "text/x-python; charset=utf-8"
+    r, body = native.get("/big")
+    assert len(body) == 1_000_000 and r.getheader("Content-Length") == "1000000"
+    r, body = native.get("/nope")
+    assert r.status == 404
+
+
+def test_shared_data_built_once_in_main_read_by_every_worker(native):
+    pids = set()
+    for _ in range(20):
+        r, body = native.get("/shared/pear")
+        d = json.loads(body)
+        assert d["count"] == 5
+        pids.add(d["pid"])
+    assert pids == {native.proc.pid}
+
+
+def test_methods_head_and_post_bodies(native):
+    c = native.conn()
+    c.request("POST", "/echo", body=b"x" * 5000)
+    r = c.getresponse()
+    assert r.read() == b"x" * 5000 and r.getheader("X-Length") == "5000"
+    c.request("GET", "/echo")
+    r = c.getresponse()
+    r.read()
+    assert r.status == 405 and r.getheader("Allow") == "POST, PUT"
+    c.request("HEAD", "/plaintext")
+    r = c.getresponse()
+    assert r.getheader("Content-Length") == "13" and r.read() == b""
+    # A chunked request body.
+    c.putrequest("POST", "/echo")
+    c.putheader("Transfer-Encoding", "chunked")
+    c.endheaders()
+    c.send(b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n")
+    r = c.getresponse()
+    assert r.read() == b"hello world"
+    c.close()
+    # Expect: 100-continue
+    out = native.raw(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n"
+                     b"Expect: 100-continue\r\nConnection: close\r\n\r\nabc")
+    assert out.startswith(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK")
+    assert out.endswith(b"abc")
+
+
+def test_pipelined_answers_in_order_with_slow_ones(native):
+    reqs = b"".join(b"GET /sleep?s=%s&tag=%d HTTP/1.1\r\nHost: t\r\n\r\n"
+                    % (b"0.2" if i % 3 == 0 else b"0", i) for i in range(9))
+    out = native.raw(reqs + b"GET /plaintext HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+    got = h11_responses(out)
+    assert [b for _, b in got] == [b"slept %d" % i for i in range(9)] + [b"Hello, World!"]
+
+
+def test_handler_exception_is_500_logged_once_and_the_server_goes_on(native):
+    r, body = native.get("/boom")
+    assert r.status == 500 and b"ValueError" not in body    # no traceback sent
+    r, body = native.get("/bad-return")
+    assert r.status == 500
+    r, body = native.get("/bad-header")
+    assert r.status == 500                                 # no header injection
+    assert r.getheader("Set-Cookie") is None
+    r, body = native.get("/plaintext")
+    assert r.status == 200
+
+
+# ---- refusals: each closes its connection, everyone else is served ---------------
+
+
+REFUSALS = [
+    (b"GET /" + b"a" * 2000 + b" HTTP/1.1\r\nHost: t\r\n\r\n", 414),
+    (b"GET / HTTP/1.1\r\nHost: t\r\nX: " + b"b" * 5000 + b"\r\n\r\n", 431),
+    (b"GET / HTTP/1.1\r\nHost: t\r\n" + b"".join(b"H%d: v\r\n" % i for i in range(25)) + b"\r\n", 431),
+    (b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 200000\r\n\r\n", 413),
+    (b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"
+     b"0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: t\r\n\r\n", 400),
+    (b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n"
+     b"0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: t\r\n\r\n", 400),
+    (b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\nContent-Length: 30\r\n\r\nabc", 400),
+    (b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: +3\r\n\r\nabc", 400),
+    (b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n-1\r\n", 400),
+    (b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked, identity\r\n\r\n", 400),
+    (b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding : chunked\r\n\r\n0\r\n\r\n", 400),
+    (b"GET / HTTP/1.1\r\nHost: t\r\nX: a\r\n folded\r\n\r\n", 400),
+    (b"GET / HTTP/1.1\nHost: t\n\n", 400),
+    (b"GET / HTTP/1.1\r\nHost: t\rX: y\r\n\r\n", 400),
+    (b"GET / HTTP/1.1\r\n\r\n", 400),
+    (b"GET / HTTP/3.0\r\nHost: t\r\n\r\n", 505),
+]
+
+
+@pytest.mark.parametrize("raw,status", REFUSALS, ids=[str(i) for i in range(len(REFUSALS))])
+def test_refusals_close_and_nothing_behind_them_is_read(native, raw, status):
+    out = native.raw(raw)
+    assert out.startswith(b"HTTP/1.1 %d " % status), out[:200]
+    assert out.count(b"HTTP/1.1 ") == 1, out                 # nothing smuggled through
+    assert b"Connection: close\r\n" in out
+    r, body = native.get("/plaintext")
+    assert body == b"Hello, World!"
+
+
+def test_slowloris_gets_408_within_the_head_timeout(native):
+    s = socket.create_connection(("127.0.0.1", native.port), timeout=10)
+    t0 = time.monotonic()
+    s.sendall(b"GET /plaintext HTTP/1.1\r\n")
+    out = b""
+    try:
+        for _ in range(40):                  # a byte every 0.1 s keeps it busy
+            s.sendall(b"X")
+            time.sleep(0.1)
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+    s.settimeout(5)
+    try:
+        while True:
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            out += chunk
+    except (ConnectionResetError, socket.timeout):
+        pass
+    s.close()
+    assert out.startswith(b"HTTP/1.1 408 "), out
+    assert time.monotonic() - t0 < 4
+
+
+def test_a_thousand_keep_alive_clients(native):
+    socks = []
+    try:
+        for i in range(1000):
+            socks.append(socket.create_connection(("127.0.0.1", native.port), timeout=30))
+        for rnd in range(2):
+            for s in socks:
+                s.sendall(b"GET /plaintext HTTP/1.1\r\nHost: t\r\n\r\n")
+            for s in socks:
+                buf = b""
+                while not buf.endswith(b"Hello, World!"):
+                    chunk = s.recv(4096)
+                    assert chunk, "a connection closed early"
+                    buf += chunk
+                assert buf.startswith(b"HTTP/1.1 200 OK")
+    finally:
+        for s in socks:
+            s.close()
+
+
+# ---- WSGI ------------------------------------------------------------------------
+
+
+def test_wsgi_environ_and_bodies(wsgi):
+    r, body = wsgi.get("/env?q=1", headers={"X-Custom": "c", "Content-Type": "text/x"})
+    env = json.loads(body)
+    assert env == {"REQUEST_METHOD": "GET", "PATH_INFO": "/env", "QUERY_STRING": "q=1",
+                   "SERVER_PROTOCOL": "HTTP/1.1", "CONTENT_TYPE": "text/x",
+                   "CONTENT_LENGTH": None, "HTTP_X_CUSTOM": "c", "REMOTE_ADDR": "127.0.0.1",
+                   "SCRIPT_NAME": "", "wsgi.url_scheme": "http"}
+    c = wsgi.conn()
+    big = os.urandom(3 << 20)               # past the 1 MiB spill: read from a file
+    c.request("POST", "/upload", body=big)
+    r = c.getresponse()
+    assert r.read() == b"%d" % len(big)
+    c.request("POST", "/lines", body=b"a\nb\nc\n")
+    r = c.getresponse()
+    assert r.read() == b"3 lines"
+    c.close()
+
+
+def test_wsgi_streaming_write_file_wrapper_and_close(wsgi):
+    if os.path.exists("/tmp/pyparallel-wsgi-closed"):
+        os.unlink("/tmp/pyparallel-wsgi-closed")
+    out = wsgi.raw(b"GET /stream HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+    assert b"Transfer-Encoding: chunked\r\n" in out
+    [(resp, body)] = h11_responses(out)
+    assert body == b"part0;part1;part2;part3;part4;"
+    r, body = wsgi.get("/write")
+    assert body == b"written;returned"
+    r, body = wsgi.get("/file")
+    assert body == open(os.path.join(support.TESTS_DIR, "http_apps.py"), "rb").read()
+    r, body = wsgi.get("/closing")
+    assert body == b"ab"
+    assert open("/tmp/pyparallel-wsgi-closed").read() == "closed"
+
+
+def test_wsgi_errors(wsgi):
+    r, body = wsgi.get("/error-before")
+    assert r.status == 500
+    r, body = wsgi.get("/exc-info")
+    assert r.status == 500 and body == b"replaced"
+    r, body = wsgi.get("/nothing-here")
+    assert r.status == 404
+
+
+@pytest.mark.parametrize("app,checks", [
+    ("flask_app", [("GET", "/", None, b"flask index"),
+                   ("GET", "/hello/ann", None, b"hello ann from flask"),
+                   ("POST", "/json", b'{"a": 1}', b'"got"')]),
+    ("bottle_app", [("GET", "/", None, b"bottle index"),
+                    ("POST", "/form", b"name=bo", b"name=bo")]),
+])
+def test_frameworks_under_wsgi(app, checks):
+    s = start(f"{APPS}:{app}", "--interface", "wsgi")
+    try:
+        for method, path, body, want in checks:
+            c = s.conn()
+            headers = {}
+            if body is not None:
+                headers["Content-Type"] = ("application/json" if body.startswith(b"{")
+                                           else "application/x-www-form-urlencoded")
+            c.request(method, path, body=body, headers=headers)
+            r = c.getresponse()
+            got = r.read()
+            assert r.status == 200 and want in got, (path, r.status, got)
+            c.close()
+    finally:
+        s.stop().assert_no_crash_output()
+
+
+# ---- the CLI and the server's life ---------------------------------------------------
+
+
+def cli(*args, timeout=60):
+    return support.run([sys.executable, "-m", "pyparallel", "serve", *args],
+                       timeout=timeout, cwd=support.TESTS_DIR)
+
+
+def test_cli_errors_are_one_clear_line():
+    r = cli("no_such_module_xyz:app", "--bind", "127.0.0.1:0")
+    assert r.returncode == 1 and "cannot import the app" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    r = cli(f"{APPS}:missing", "--bind", "127.0.0.1:0")
+    assert r.returncode == 2 and "has no attribute 'missing'" in r.stderr
+    r = cli("not a spec!", "--bind", "127.0.0.1:0")
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
+    r = cli(f"{APPS}:app", "--bind", "127.0.0.1")
+    assert r.returncode == 1 and "HOST:PORT" in r.stderr
+    r = cli(f"{APPS}:app", "--workers", "0")
+    assert r.returncode == 2 and "--workers" in r.stderr
+    held = socket.socket()
+    held.bind(("127.0.0.1", 0))
+    held.listen()
+    try:
+        r = cli(f"{APPS}:app", "--bind", "127.0.0.1:%d" % held.getsockname()[1])
+        assert r.returncode == 1 and "in use" in r.stderr.lower() or "held by another" in r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    finally:
+        held.close()
+
+
+def test_serve_help_documents_every_option_with_its_default():
+    r = support.run([sys.executable, "-m", "pyparallel", "serve", "--help"])
+    assert r.returncode == 0
+    for opt in ("--bind", "--workers", "--threads", "--interface", "--backlog",
+                "--graceful-timeout", "--keepalive-timeout", "--head-timeout",
+                "--max-body", "--max-head", "--max-line", "--max-headers"):
+        assert opt in r.stdout
+    assert "(default: 30.0)" in r.stdout and "127.0.0.1:8000" in r.stdout
+
+
+def _read_all(sock):
+    out = b""
+    while True:
+        chunk = sock.recv(4096)
+        if not chunk:
+            return out
+        out += chunk
+
+
+def test_graceful_drain_finishes_requests_in_flight():
+    s = start(f"{APPS}:app", "--graceful-timeout", "10", workers=1)
+    busy = socket.create_connection(("127.0.0.1", s.port), timeout=10)
+    upload = socket.create_connection(("127.0.0.1", s.port), timeout=10)
+    idle = socket.create_connection(("127.0.0.1", s.port), timeout=10)
+    idle.sendall(b"GET /plaintext HTTP/1.1\r\nHost: t\r\n\r\n")
+    assert idle.recv(4096).endswith(b"Hello, World!")
+    upload.sendall(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\nabc")
+    busy.sendall(b"GET /sleep?s=1&tag=inflight HTTP/1.1\r\nHost: t\r\n\r\n")
+    time.sleep(0.3)
+    s.proc.send_signal(signal.SIGTERM)
+    # The handler running when the drain came finishes and is sent.
+    out = _read_all(busy)
+    assert out.endswith(b"slept inflight"), out
+    # A request still arriving is finished and answered, with a close.
+    time.sleep(0.2)
+    upload.sendall(b"defghij")
+    out = _read_all(upload)
+    assert out.endswith(b"abcdefghij") and b"Connection: close\r\n" in out, out
+    assert idle.recv(4096) == b""             # idle keep-alive closed at once
+    with pytest.raises(OSError):              # no longer accepting
+        socket.create_connection(("127.0.0.1", s.port), timeout=2).recv(1)
+    r = s.stop(sig=None)                      # exits by itself once drained
+    r.assert_clean_exit(0)
+    assert "draining" in r.stdout
