@@ -298,7 +298,8 @@ put(char *buf, size_t cap, size_t *pos, const char *s, size_t n)
 {
     if (n > cap - *pos)
         return -1;
-    memcpy(buf + *pos, s, n);
+    if (n)                       /* s may be NULL for nothing */
+        memcpy(buf + *pos, s, n);
     *pos += n;
     return 0;
 }
