@@ -488,3 +488,39 @@ def test_graceful_drain_finishes_requests_in_flight():
     r = s.stop(sig=None)                      # exits by itself once drained
     r.assert_clean_exit(0)
     assert "draining" in r.stdout
+
+
+@pytest.mark.parametrize("fmt", ["common", "combined"])
+def test_access_log_lines_escape_what_a_client_sends(tmp_path, fmt):
+    log = tmp_path / "access.log"
+    log.write_text("an earlier line\n")                # appended to, never truncated
+    s = start(f"{APPS}:app", "--access-log", str(log), "--access-log-format", fmt)
+    r, _ = s.get("/plaintext", headers={"User-Agent": 'ua "quoted"\\', "Referer": "http://r/"})
+    assert r.status == 200
+    s.get("/no-such-page")
+    # A target with a quote and a byte that is not ASCII: escaped, so no
+    # client can forge a field or a line.
+    out = s.raw(b'GET /x"\xff HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n')
+    assert out.startswith(b"HTTP/1.1 404"), out
+    s.raw(b"BROKEN\r\n\r\n")                          # refused: logged too
+    s.stop().assert_clean_exit(0)                     # the drain flushes the log
+    lines = log.read_text().splitlines()
+    assert lines[0] == "an earlier line"
+    lines = lines[1:]
+    assert len(lines) == 4, lines
+    stamp = r'\[\d\d/[A-Z][a-z]{2}/\d{4}:\d\d:\d\d:\d\d \+0000\]'
+    tail = r' "http://r/" "ua \\x22quoted\\x22\\x5c"' if fmt == "combined" else ""
+    assert re.fullmatch(r'127\.0\.0\.1 - - ' + stamp +
+                        r' "GET /plaintext HTTP/1\.1" 200 13' + tail, lines[0]), lines[0]
+    assert re.search(r'"GET /no-such-page HTTP/1\.1" 404 \d+', lines[1]), lines[1]
+    assert r'"GET /x\x22\xff HTTP/1.1" 404' in lines[2], lines[2]
+    assert re.search(r'"-" 400 \d+', lines[3]), lines[3]
+
+
+def test_access_log_that_cannot_be_opened_is_one_clear_line(tmp_path):
+    cmd = [sys.executable, "-m", "pyparallel", "serve", f"{APPS}:app", "--bind",
+           "127.0.0.1:0", "--access-log", str(tmp_path / "no-such-dir" / "log")]
+    r = subprocess.run(cmd, capture_output=True, text=True, cwd=support.TESTS_DIR,
+                       env=support.child_env(), timeout=60)
+    assert r.returncode != 0
+    assert "no-such-dir" in r.stderr and "Traceback" not in r.stderr, r.stderr

@@ -570,7 +570,7 @@ answer_value(ppy_http_site *s, pp_http_request *req, PyObject *v)
     pp_http_response r;
     pp_buf hdrs = PP_BUF_INIT;
     const char *ct = NULL;
-    PyObject *keep = NULL, *ct_obj = NULL, *body = v;
+    PyObject *keep = NULL, *ct_obj = NULL, *body = NULL;    /* owned */
     int has_type = 0, status = 200, rc = -1, is_file;
 
     pp_http_response_init(&r, 200);
@@ -610,7 +610,7 @@ answer_value(ppy_http_site *s, pp_http_request *req, PyObject *v)
             goto done;
         }
     } else {
-        Py_INCREF(body);
+        body = Py_NewRef(v);
     }
     r.status = status;
     if (body && plain_body(s, body, &r, &ct, &keep) < 0)

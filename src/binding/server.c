@@ -25,6 +25,7 @@
 #include "ppy_http.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -39,6 +40,7 @@ typedef struct ppy_srv_shared {
     char *spec;                  /* SRV_HTTP: the app, "module:name" */
     char *server_name;
     int interface, debug, port;
+    int log_fd, log_format;       /* access log (-1: none) */
     int64_t proto_id;
     PyObject *shared;            /* frozen (checked), or NULL; the Server
                                     object holds the reference */
@@ -52,6 +54,8 @@ static void
 shared_release(ppy_srv_shared *sh)
 {
     if (atomic_fetch_sub(&sh->refs, 1) == 1) {
+        if (sh->log_fd > 2)
+            close(sh->log_fd);
         free(sh->spec);
         free(sh->server_name);
         free(sh);
@@ -74,6 +78,7 @@ static void
 site_free(ppy_wsrv *ws)
 {
     if (ws->site) {
+        pp_http_group_flush(&ws->site->group);
         ppy_http_site_clear(ws->site);
         free(ws->site);
         ws->site = NULL;
@@ -188,7 +193,10 @@ start_proc(ppy_lthread *lt, ppy_cmd *cmd)
     }
     if ((rc = pp_conn_group_init(&ws->group, lt->loop, &sh->cfg)) < 0 ||
         (ws->site && (pp_http_group_init(&ws->site->group, &ws->group, &sh->hcfg,
-                                         &ppy_http_handler, ws->site), 0)) ||
+                                         &ppy_http_handler, ws->site),
+                      sh->log_fd >= 0 ? pp_http_group_set_log(&ws->site->group, lt->loop,
+                                                              sh->log_fd, sh->log_format)
+                                      : (void)0, 0)) ||
         (rc = pp_acceptor_start(&ws->acc, &ws->group, sc->fd,
                                 sh->kind == SRV_HTTP ? &pp_http_conn_handler
                                 : sh->native ? &ppy_native_echo_handler
@@ -400,6 +408,24 @@ http_config(ppy_srv_shared *sh, PyObject *d)
     sh->interface = v && PyUnicode_Check(v) &&
                     PyUnicode_CompareWithASCIIString(v, "wsgi") == 0
                     ? PPY_HTTP_WSGI : PPY_HTTP_NATIVE;
+    sh->log_fd = -1;
+    if ((v = PyDict_GetItemString(d, "access_log")) != NULL && v != Py_None) {
+        PyObject *fmt = PyDict_GetItemString(d, "access_log_format");
+        if (!PyUnicode_Check(v) || (str = PyUnicode_AsUTF8(v)) == NULL) {
+            if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_TypeError, "access_log must be a path or '-'");
+            return -1;
+        }
+        sh->log_format = fmt && PyUnicode_Check(fmt) &&
+                         PyUnicode_CompareWithASCIIString(fmt, "combined") == 0
+                         ? PP_HTTP_LOG_COMBINED : PP_HTTP_LOG_COMMON;
+        if (strcmp(str, "-") == 0)
+            sh->log_fd = 1;
+        else if ((sh->log_fd = open(str, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644)) < 0) {
+            PyErr_SetFromErrnoWithFilename(PyExc_OSError, str);
+            return -1;
+        }
+    }
     v = PyDict_GetItemString(d, "debug");
     sh->debug = v && PyObject_IsTrue(v) == 1;
     /* A slow reader is dropped by the connection's idle timeout. */

@@ -46,6 +46,7 @@ pp_http_group_init(pp_http_group *g, pp_conn_group *conns,
     g->server_len = strlen(g->cfg.server);
     g->h = h;
     g->data = data;
+    g->log_fd = -1;
     pp_link_init_head(&g->list);
 }
 

@@ -146,7 +146,28 @@ struct pp_http_group {
     /* Private. */
     pp_link list;
     size_t server_len;
+    int log_fd;                  /* access log, or -1 */
+    int log_combined;
+    pp_buf log;                  /* lines not yet written */
+    pp_timer log_timer;
+    pp_loop *loop;
 };
+
+/* ---- the access log --------------------------------------------------------- */
+
+/* Access log formats. */
+#define PP_HTTP_LOG_COMMON 0     /* host - - [date] "request" status bytes */
+#define PP_HTTP_LOG_COMBINED 1   /* ... "referer" "user-agent" */
+
+/* Logs every answer to fd (not owned; opened O_APPEND by the caller).
+ * Lines are formatted into the group's buffer -- nothing is shared
+ * between groups, so no lock -- and written with one write(2) when it
+ * holds 32 KiB, once a second, and at pp_http_group_flush(). */
+void pp_http_group_set_log(pp_http_group *g, pp_loop *loop, int fd, int format);
+
+/* Writes what the access log holds and stops its timer (before the group
+ * goes). */
+void pp_http_group_flush(pp_http_group *g);
 
 /* The pp_conn handler for accepted connections (pp_acceptor_start with
  * data = the pp_http_group). */

@@ -286,7 +286,7 @@ def parse_bind(bind):
 
 def start(app, spec, *, binds=("127.0.0.1:8000",), interface=None,
           config=None, backlog=1024, debug=False, server_name="pyparallel",
-          max_connections=None):
+          max_connections=None, access_log=None, access_log_format="common"):
     """Starts HTTP servers for app (already loaded in main, named by spec
     for the workers) on every bind.  Returns the list of Servers."""
     interface = interface or detect_interface(app)
@@ -298,8 +298,11 @@ def start(app, spec, *, binds=("127.0.0.1:8000",), interface=None,
     config = config or HTTPConfig()
     shared = app._build_shared() if isinstance(app, App) else None
     settings = {k: getattr(config, k) for k in HTTPConfig.FIELDS}
+    if access_log_format not in ("common", "combined"):
+        raise ValueError("access_log_format must be 'common' or 'combined'")
     settings.update(app=spec, interface=interface, debug=bool(debug),
-                    server=server_name)
+                    server=server_name, access_log=access_log,
+                    access_log_format=access_log_format)
     servers = []
     try:
         for bind in binds:

@@ -83,6 +83,11 @@ def _parser():
                    help="request body bytes (413 beyond)")
     s.add_argument("--max-pipeline", type=_positive_int, default=d["max_pipeline"],
                    help="pipelined requests read ahead of their answers")
+    s.add_argument("--access-log", metavar="PATH", default=None,
+                   help="log every answer to PATH ('-': standard output); "
+                        "off when not given")
+    s.add_argument("--access-log-format", choices=("common", "combined"),
+                   default="common", help="the access log's line format")
     s.add_argument("--debug", action="store_true",
                    help="send a handler's traceback in its 500 answer (never in production)")
     s.add_argument("--server-header", default="pyparallel",
@@ -129,7 +134,9 @@ def serve_main(args):
                               interface=interface, config=config,
                               backlog=args.backlog, debug=args.debug,
                               server_name=args.server_header,
-                              max_connections=args.max_connections)
+                              max_connections=args.max_connections,
+                              access_log=args.access_log,
+                              access_log_format=args.access_log_format)
     except (OSError, ValueError, TypeError) as e:
         return _fail(str(e), 1)
     except RuntimeError as e:
