@@ -495,21 +495,27 @@ def test_access_log_lines_escape_what_a_client_sends(tmp_path, fmt):
     log = tmp_path / "access.log"
     log.write_text("an earlier line\n")                # appended to, never truncated
     s = start(f"{APPS}:app", "--access-log", str(log), "--access-log-format", fmt)
-    r, _ = s.get("/plaintext", headers={"User-Agent": 'ua "quoted"\\', "Referer": "http://r/"})
-    assert r.status == 200
-    s.get("/no-such-page")
-    # A target with a quote and a byte that is not ASCII: escaped, so no
-    # client can forge a field or a line.
-    out = s.raw(b'GET /x"\xff HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n')
-    assert out.startswith(b"HTTP/1.1 404"), out
-    s.raw(b"BROKEN\r\n\r\n")                          # refused: logged too
-    s.stop().assert_clean_exit(0)                     # the drain flushes the log
+    try:
+        got, _ = s.get("/plaintext", headers={"User-Agent": 'ua "quoted"\\', "Referer": "http://r/"})
+        assert got.status == 200
+        s.get("/no-such-page")
+        # A target with a quote and a byte that is not ASCII: escaped, so no
+        # client can forge a field or a line.
+        out = s.raw(b'GET /x"\xff HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n')
+        assert out.startswith(b"HTTP/1.1 404"), out
+        s.raw(b"BROKEN\r\n\r\n")                          # refused: logged too
+    finally:
+        r = s.stop()
+    r.assert_clean_exit(0)                            # the drain flushes the log
     lines = log.read_text().splitlines()
     assert lines[0] == "an earlier line"
     lines = lines[1:]
     assert len(lines) == 4, lines
     stamp = r'\[\d\d/[A-Z][a-z]{2}/\d{4}:\d\d:\d\d:\d\d \+0000\]'
     tail = r' "http://r/" "ua \\x22quoted\\x22\\x5c"' if fmt == "combined" else ""
+    # Two workers each write their own lines: whole lines, in no set order.
+    lines.sort(key=lambda l: ["/plaintext", "/no-such", "/x", '"-"'].index(
+        next(k for k in ["/plaintext", "/no-such", "/x", '"-"'] if k in l)))
     assert re.fullmatch(r'127\.0\.0\.1 - - ' + stamp +
                         r' "GET /plaintext HTTP/1\.1" 200 13' + tail, lines[0]), lines[0]
     assert re.search(r'"GET /no-such-page HTTP/1\.1" 404 \d+', lines[1]), lines[1]
@@ -524,3 +530,149 @@ def test_access_log_that_cannot_be_opened_is_one_clear_line(tmp_path):
                        env=support.child_env(), timeout=60)
     assert r.returncode != 0
     assert "no-such-dir" in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+# ---- static files ------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def static(tmp_path_factory):
+    base = tmp_path_factory.mktemp("static")
+    root = base / "public"
+    (root / "docs").mkdir(parents=True)
+    (root / "empty").mkdir()
+    (root / "a.txt").write_bytes(b"0123456789")
+    (root / "page.html").write_text("<p>hi</p>")
+    (root / "style.css").write_text("p{}")
+    (root / "docs" / "index.html").write_text("<h1>docs</h1>")
+    (root / ".env").write_text("SECRET=1")
+    (root / "big.bin").write_bytes(os.urandom(3_000_000))
+    (base / "secret.txt").write_text("outside the root")
+    os.symlink(base / "secret.txt", root / "out.txt")       # a link out: refused
+    os.symlink("a.txt", root / "in.txt")                     # a link inside: served
+    s = start(f"{APPS}:app", "--static", f"/s={root}", workers=2)
+    s.root = root
+    yield s
+    s.stop().assert_no_crash_output()
+
+
+def _raw_get(s, target, headers=b""):
+    out = s.raw(b"GET " + target + b" HTTP/1.1\r\nHost: t\r\n" + headers +
+                b"Connection: close\r\n\r\n")
+    return h11_parse(out)
+
+
+def h11_parse(data):
+    """(status, headers dict, body) of one answer, read by h11."""
+    c = h11.Connection(h11.CLIENT)
+    c.send(h11.Request(method="GET", target="/", headers=[("Host", "t")]))
+    c.receive_data(data)
+    status, headers, body = None, {}, b""
+    while True:
+        ev = c.next_event()
+        if isinstance(ev, h11.Response):
+            status = ev.status_code
+            headers = {k.decode().lower(): v.decode() for k, v in ev.headers}
+        elif isinstance(ev, h11.Data):
+            body += ev.data
+        elif isinstance(ev, (h11.EndOfMessage, h11.ConnectionClosed)) or ev is h11.NEED_DATA:
+            return status, headers, body
+
+
+def test_static_files_types_and_sendfile(static):
+    st, h, body = _raw_get(static, b"/s/a.txt")
+    assert (st, body) == (200, b"0123456789")
+    assert h["content-type"] == "text/plain; charset=utf-8" and h["accept-ranges"] == "bytes"
+    assert h["etag"].startswith('"') and h["last-modified"].endswith(" GMT")
+    assert _raw_get(static, b"/s/page.html")[1]["content-type"] == "text/html; charset=utf-8"
+    assert _raw_get(static, b"/s/style.css")[1]["content-type"] == "text/css; charset=utf-8"
+    st, h, body = _raw_get(static, b"/s/big.bin")
+    assert st == 200 and body == (static.root / "big.bin").read_bytes()
+    assert h["content-type"] == "application/octet-stream"
+    assert _raw_get(static, b"/s/in.txt")[2] == b"0123456789"
+    r, body = static.get("/plaintext")                  # the app still answers the rest
+    assert body == b"Hello, World!"
+
+
+@pytest.mark.parametrize("target", [
+    b"/s/../secret.txt", b"/s/%2e%2e/secret.txt", b"/s/%2E%2e/secret.txt",
+    b"/s/docs/..%2f..%2fsecret.txt", b"/s/%2f..%2fsecret.txt",
+    b"/s/%c0%ae%c0%ae/secret.txt", b"/s/%252e%252e/secret.txt",
+    b"/s/out.txt", b"/s/.env", b"/s/docs/../../secret.txt", b"/s/nope",
+])
+def test_static_never_escapes_its_root(static, target):
+    st, _, body = _raw_get(static, target)
+    assert st == 404 and b"outside" not in body and b"SECRET" not in body, (target, st, body)
+
+
+def test_static_bad_escapes_and_methods(static):
+    assert _raw_get(static, b"/s/a.txt%00")[0] == 400
+    assert _raw_get(static, b"/s/%zz")[0] == 400
+    out = static.raw(b"POST /s/a.txt HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n"
+                     b"Connection: close\r\n\r\n")
+    st, h, _ = h11_parse(out)
+    assert st == 405 and h["allow"] == "GET, HEAD"
+    c = static.conn()
+    c.request("HEAD", "/s/a.txt")
+    r = c.getresponse()
+    assert r.status == 200 and r.getheader("Content-Length") == "10" and r.read() == b""
+    c.close()
+
+
+def test_static_directories_are_never_listed(static):
+    st, h, _ = _raw_get(static, b"/s/docs?x=1")
+    assert st == 301 and h["location"] == "/s/docs/?x=1"
+    st, h, body = _raw_get(static, b"/s/docs/")
+    assert (st, body) == (200, b"<h1>docs</h1>")
+    assert _raw_get(static, b"/s/empty/")[0] == 404
+    assert _raw_get(static, b"/s/")[0] == 404
+
+
+def test_static_ranges(static):
+    def rng(value, extra=b""):
+        return _raw_get(static, b"/s/a.txt", b"Range: " + value + b"\r\n" + extra)
+    st, h, body = rng(b"bytes=2-4")
+    assert (st, body, h["content-range"]) == (206, b"234", "bytes 2-4/10")
+    assert rng(b"bytes=7-")[2] == b"789"
+    assert rng(b"bytes=-3")[2] == b"789"
+    assert rng(b"bytes=-30")[2] == b"0123456789"          # more than the file: all of it
+    assert rng(b"bytes=8-100")[2] == b"89"
+    st, h, body = rng(b"bytes=10-")
+    assert st == 416 and h["content-range"] == "bytes */10"
+    assert rng(b"bytes=-0")[0] == 416
+    # Lists, other units and nonsense are ignored: the whole file.
+    for v in (b"bytes=0-1,4-5", b"items=0-1", b"bytes=5-2", b"bytes=x-y"):
+        st, _, body = rng(v)
+        assert (st, body) == (200, b"0123456789"), v
+    etag = _raw_get(static, b"/s/a.txt")[1]["etag"].encode()
+    assert rng(b"bytes=0-0", b"If-Range: " + etag + b"\r\n")[0] == 206
+    assert rng(b"bytes=0-0", b'If-Range: "stale"\r\n')[0] == 200
+
+
+def test_static_conditional_requests(static):
+    _, h, _ = _raw_get(static, b"/s/a.txt")
+    etag, lastmod = h["etag"].encode(), h["last-modified"].encode()
+    st, h2, body = _raw_get(static, b"/s/a.txt", b"If-None-Match: " + etag + b"\r\n")
+    assert (st, body) == (304, b"") and h2["etag"] == h["etag"]
+    assert _raw_get(static, b"/s/a.txt", b'If-None-Match: "x", W/' + etag + b"\r\n")[0] == 304
+    assert _raw_get(static, b"/s/a.txt", b"If-None-Match: *\r\n")[0] == 304
+    assert _raw_get(static, b"/s/a.txt", b'If-None-Match: "other"\r\n')[0] == 200
+    assert _raw_get(static, b"/s/a.txt", b"If-Modified-Since: " + lastmod + b"\r\n")[0] == 304
+    assert _raw_get(static, b"/s/a.txt",
+                    b"If-Modified-Since: Sat, 01 Jan 2000 00:00:00 GMT\r\n")[0] == 200
+    assert _raw_get(static, b"/s/a.txt", b"If-Modified-Since: yesterday\r\n")[0] == 200
+    # If-None-Match wins over If-Modified-Since.
+    assert _raw_get(static, b"/s/a.txt", b'If-None-Match: "other"\r\nIf-Modified-Since: ' +
+                    lastmod + b"\r\n")[0] == 200
+
+
+@pytest.mark.parametrize("arg, message", [
+    ("nodir", "is not PREFIX=DIR"),
+    ("/x=/no/such/dir", "is not a directory"),
+    ("x=.", "is not PREFIX=DIR"),
+])
+def test_static_option_errors_are_one_clear_line(arg, message):
+    cmd = [sys.executable, "-m", "pyparallel", "serve", f"{APPS}:app", "--bind",
+           "127.0.0.1:0", "--static", arg]
+    r = subprocess.run(cmd, capture_output=True, text=True, cwd=support.TESTS_DIR,
+                       env=support.child_env(), timeout=60)
+    assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr, r.stderr

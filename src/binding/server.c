@@ -23,6 +23,7 @@
  */
 #include "ppy_io.h"
 #include "ppy_http.h"
+#include "pp_http_static.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -41,6 +42,8 @@ typedef struct ppy_srv_shared {
     char *server_name;
     int interface, debug, port;
     int log_fd, log_format;       /* access log (-1: none) */
+    pp_http_static **statics;     /* --static mounts, shared by the workers */
+    size_t nstatics;
     int64_t proto_id;
     PyObject *shared;            /* frozen (checked), or NULL; the Server
                                     object holds the reference */
@@ -54,8 +57,12 @@ static void
 shared_release(ppy_srv_shared *sh)
 {
     if (atomic_fetch_sub(&sh->refs, 1) == 1) {
+        size_t i;
         if (sh->log_fd > 2)
             close(sh->log_fd);
+        for (i = 0; i < sh->nstatics; i++)
+            pp_http_static_free(sh->statics[i]);
+        free(sh->statics);
         free(sh->spec);
         free(sh->server_name);
         free(sh);
@@ -73,6 +80,17 @@ typedef struct ppy_wsrv {
     int closing;
     ppy_http_site *site;          /* SRV_HTTP */
 } ppy_wsrv;
+
+static void
+http_group_init(ppy_wsrv *ws, ppy_srv_shared *sh, pp_loop *loop)
+{
+    pp_http_group *g = &ws->site->group;
+
+    pp_http_group_init(g, &ws->group, &sh->hcfg, &ppy_http_handler, ws->site);
+    if (sh->log_fd >= 0)
+        pp_http_group_set_log(g, loop, sh->log_fd, sh->log_format);
+    pp_http_group_set_static(g, sh->statics, sh->nstatics);
+}
 
 static void
 site_free(ppy_wsrv *ws)
@@ -192,11 +210,7 @@ start_proc(ppy_lthread *lt, ppy_cmd *cmd)
         }
     }
     if ((rc = pp_conn_group_init(&ws->group, lt->loop, &sh->cfg)) < 0 ||
-        (ws->site && (pp_http_group_init(&ws->site->group, &ws->group, &sh->hcfg,
-                                         &ppy_http_handler, ws->site),
-                      sh->log_fd >= 0 ? pp_http_group_set_log(&ws->site->group, lt->loop,
-                                                              sh->log_fd, sh->log_format)
-                                      : (void)0, 0)) ||
+        (ws->site && (http_group_init(ws, sh, lt->loop), 0)) ||
         (rc = pp_acceptor_start(&ws->acc, &ws->group, sc->fd,
                                 sh->kind == SRV_HTTP ? &pp_http_conn_handler
                                 : sh->native ? &ppy_native_echo_handler
@@ -334,6 +348,50 @@ listen_error(int rc, const char *host, int port, const char *unix_path)
 
 static int server_shutdown(ppy_server *self, int64_t timeout_ns);
 
+/* http['static']: a list of (prefix, directory) pairs, opened here, once. */
+static int
+static_mounts(ppy_srv_shared *sh, PyObject *list)
+{
+    Py_ssize_t i, n;
+
+    if (!PyList_Check(list)) {
+        PyErr_SetString(PyExc_TypeError, "http['static'] must be a list of (prefix, directory)");
+        return -1;
+    }
+    n = PyList_GET_SIZE(list);
+    if (n == 0)
+        return 0;
+    if ((sh->statics = calloc((size_t)n, sizeof(*sh->statics))) == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (i = 0; i < n; i++) {
+        PyObject *pair = PyList_GET_ITEM(list, i), *dir = NULL;
+        const char *prefix;
+        int rc;
+        if (!PyTuple_Check(pair) || PyTuple_GET_SIZE(pair) != 2 ||
+            (prefix = PyUnicode_AsUTF8(PyTuple_GET_ITEM(pair, 0))) == NULL ||
+            !PyUnicode_FSConverter(PyTuple_GET_ITEM(pair, 1), &dir)) {
+            if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_TypeError, "a static mount is (prefix, directory)");
+            return -1;
+        }
+        rc = pp_http_static_new(&sh->statics[i], prefix, PyBytes_AS_STRING(dir));
+        if (rc == -EINVAL)
+            PyErr_Format(PyExc_ValueError, "static prefix %R must start with '/' and "
+                         "hold no '?' or '%%'", PyTuple_GET_ITEM(pair, 0));
+        else if (rc < 0) {
+            errno = -rc;
+            PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, PyTuple_GET_ITEM(pair, 1));
+        }
+        Py_DECREF(dir);
+        if (rc < 0)
+            return -1;
+        sh->nstatics++;
+    }
+    return 0;
+}
+
 /* Reads an HTTP server's settings from the dict the Python layer built
  * (pyparallel._http): every key is required there, checked here again. */
 static int
@@ -426,6 +484,8 @@ http_config(ppy_srv_shared *sh, PyObject *d)
             return -1;
         }
     }
+    if ((v = PyDict_GetItemString(d, "static")) != NULL && static_mounts(sh, v) < 0)
+        return -1;
     v = PyDict_GetItemString(d, "debug");
     sh->debug = v && PyObject_IsTrue(v) == 1;
     /* A slow reader is dropped by the connection's idle timeout. */

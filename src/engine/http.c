@@ -2,6 +2,7 @@
  * bodies, limits, timeouts and dispatch (see pp_http.h).  The output side
  * -- heads, the order of answers, streaming -- is http_response.c. */
 #include "http_internal.h"
+#include "pp_http_static.h"
 #include "pp_queue.h"
 
 #include <arpa/inet.h>
@@ -406,6 +407,18 @@ parse_status(pp_http_conn *hc, llhttp_errno_t err)
     return st;
 }
 
+/* Static mounts answer what lies under them before the owner sees it. */
+static int
+serve_static(pp_http_group *g, pp_http_request *r)
+{
+    size_t i;
+
+    for (i = 0; i < g->nstatics; i++)
+        if (pp_http_static_serve(g->statics[i], r))
+            return 1;
+    return 0;
+}
+
 static void
 dispatch(pp_http_conn *hc, req *r)
 {
@@ -419,7 +432,8 @@ dispatch(pp_http_conn *hc, req *r)
     if (hc->inflight > g->stats.pipelined_max)
         g->stats.pipelined_max = hc->inflight;
     r->refs++;                   /* the owner may answer and pop it */
-    g->h->on_request(hc, &r->pub);
+    if (!serve_static(g, &r->pub))
+        g->h->on_request(hc, &r->pub);
     if (r->answer != ANS_DONE && !(hc->flags & (HC_CLOSED | HC_IDLE_OFF))) {
         /* Answered later: a slow handler is not a slow reader. */
         hc->flags |= HC_IDLE_OFF;

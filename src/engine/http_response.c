@@ -68,19 +68,26 @@ static const char days[7][4] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"}
 static const char months[12][4] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
                                    "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
 
+void
+pp_http_format_date(time_t t, char buf[32])
+{
+    struct tm tm;
+
+    gmtime_r(&t, &tm);
+    snprintf(buf, 32, "%s, %02d %s %04d %02d:%02d:%02d GMT",
+             days[tm.tm_wday], tm.tm_mday, months[tm.tm_mon],
+             tm.tm_year + 1900, tm.tm_hour, tm.tm_min, tm.tm_sec);
+}
+
 const char *
 pp_http_date_now(void)
 {
     static _Thread_local time_t last = -1;
     static _Thread_local char buf[32];
     time_t now = time(NULL);
-    struct tm tm;
 
     if (now != last) {
-        gmtime_r(&now, &tm);
-        snprintf(buf, sizeof buf, "%s, %02d %s %04d %02d:%02d:%02d GMT",
-                 days[tm.tm_wday], tm.tm_mday, months[tm.tm_mon],
-                 tm.tm_year + 1900, tm.tm_hour, tm.tm_min, tm.tm_sec);
+        pp_http_format_date(now, buf);
         last = now;
     }
     return buf;
@@ -155,8 +162,6 @@ log_answer(pp_http_conn *hc, req *r, int status, int64_t length)
 {
     pp_http_group *g = hc->g;
     pp_http_request *q = &r->pub;
-    static const char mon[12][4] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
-                                    "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
     char head[160];
     time_t now = time(NULL);
     struct tm tm;
@@ -164,7 +169,7 @@ log_answer(pp_http_conn *hc, req *r, int status, int64_t length)
 
     gmtime_r(&now, &tm);
     n = snprintf(head, sizeof head, "%s - - [%02d/%s/%04d:%02d:%02d:%02d +0000] ",
-                 pp_http_conn_peer(hc, NULL), tm.tm_mday, mon[tm.tm_mon],
+                 pp_http_conn_peer(hc, NULL), tm.tm_mday, months[tm.tm_mon],
                  tm.tm_year + 1900, tm.tm_hour, tm.tm_min, tm.tm_sec);
     (void)pp_buf_put(&g->log, head, (size_t)n);
     if (q->method_len) {

@@ -52,7 +52,9 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
+#include <time.h>
 
+#include "pp_buf.h"
 #include "pp_conn.h"
 
 typedef struct pp_http_group pp_http_group;
@@ -151,6 +153,8 @@ struct pp_http_group {
     pp_buf log;                  /* lines not yet written */
     pp_timer log_timer;
     pp_loop *loop;
+    struct pp_http_static *const *statics;   /* pp_http_group_set_static */
+    size_t nstatics;
 };
 
 /* ---- the access log --------------------------------------------------------- */
@@ -252,5 +256,8 @@ const char *pp_http_reason(int status);
  * 29 bytes, NUL-terminated), recomputed at most once a second per
  * thread. */
 const char *pp_http_date_now(void);
+
+/* t as an IMF-fixdate into buf (NUL-terminated). */
+void pp_http_format_date(time_t t, char buf[32]);
 
 #endif /* PP_HTTP_H */

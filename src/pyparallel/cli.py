@@ -32,6 +32,16 @@ def _seconds(text):
     return v
 
 
+def _static_mount(text):
+    prefix, eq, directory = text.partition("=")
+    if not eq or not prefix.startswith("/") or not directory:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not PREFIX=DIR (for example /assets=./public)")
+    if not os.path.isdir(directory):
+        raise argparse.ArgumentTypeError(f"{directory!r} is not a directory")
+    return prefix, os.path.abspath(directory)
+
+
 def _parser():
     p = argparse.ArgumentParser(prog="pyparallel", description=(
         "pyparallel: Python handlers on every core of one process."))
@@ -83,6 +93,11 @@ def _parser():
                    help="request body bytes (413 beyond)")
     s.add_argument("--max-pipeline", type=_positive_int, default=d["max_pipeline"],
                    help="pipelined requests read ahead of their answers")
+    s.add_argument("--static", action="append", type=_static_mount, default=[],
+                   metavar="PREFIX=DIR",
+                   help="serve the files under DIR at URL PREFIX (/assets=./public) "
+                        "from the engine, with sendfile, ranges and 304s; repeat "
+                        "for more (default: none)")
     s.add_argument("--access-log", metavar="PATH", default=None,
                    help="log every answer to PATH ('-': standard output); "
                         "off when not given")
@@ -135,7 +150,7 @@ def serve_main(args):
                               backlog=args.backlog, debug=args.debug,
                               server_name=args.server_header,
                               max_connections=args.max_connections,
-                              access_log=args.access_log,
+                              access_log=args.access_log, static=args.static,
                               access_log_format=args.access_log_format)
     except (OSError, ValueError, TypeError) as e:
         return _fail(str(e), 1)

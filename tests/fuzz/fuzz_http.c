@@ -7,12 +7,16 @@
  * then the peer shuts its side.  The owner answers every request -- at
  * once, streamed, or later from the loop -- as a real owner may.  Every
  * byte the server writes must belong to responses that start with
- * "HTTP/1.1 ".  ASan and UBSan catch the rest.
+ * "HTTP/1.1 ".  Paths under /s go to a static mount of a small
+ * temporary tree (a file, a directory with an index, a link out of the
+ * root), so path decoding, ranges and conditionals are fuzzed too.  ASan
+ * and UBSan catch the rest.
  *
  *   tests/fuzz/run.sh 60          # build and fuzz for 60 s
  */
 #include "pp_conn.h"
 #include "pp_http.h"
+#include "pp_http_static.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -22,11 +26,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 static pp_loop *loop;
 static pp_conn_group conns;
 static pp_http_group http;
+static pp_http_static *mount;
 static int closed;
 static pp_http_request *later[64];
 static int nlater;
@@ -97,6 +103,37 @@ drain(int fd, unsigned char *out, size_t have, size_t cap)
     return have;
 }
 
+static void
+put_file(const char *dir, const char *name, const char *text)
+{
+    char path[512];
+    FILE *f;
+
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    if ((f = fopen(path, "w")) == NULL)
+        abort();
+    fputs(text, f);
+    fclose(f);
+}
+
+static void
+static_tree(void)
+{
+    static char dir[] = "/tmp/pp-fuzz-static-XXXXXX";
+    char path[512];
+
+    if (mkdtemp(dir) == NULL)
+        abort();
+    put_file(dir, "a.txt", "0123456789");
+    snprintf(path, sizeof path, "%s/docs", dir);
+    if (mkdir(path, 0700) < 0)
+        abort();
+    put_file(path, "index.html", "<h1>docs</h1>");
+    snprintf(path, sizeof path, "%s/out", dir);
+    if (symlink("/etc/hostname", path) < 0 || pp_http_static_new(&mount, "/s", dir) < 0)
+        abort();
+}
+
 int
 LLVMFuzzerInitialize(int *argc, char ***argv)
 {
@@ -115,6 +152,8 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
     cfg.body_spill = 1024;
     cfg.max_pipeline = 8;
     pp_http_group_init(&http, &conns, &cfg, &handler, NULL);
+    static_tree();
+    pp_http_group_set_static(&http, &mount, 1);
     return 0;
 }
 
