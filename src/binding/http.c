@@ -577,16 +577,18 @@ answer_value(ppy_http_site *s, pp_http_request *req, PyObject *v)
     is_file = PyObject_TypeCheck(v, (PyTypeObject *)s->file_type);
     if (is_file || PyObject_TypeCheck(v, (PyTypeObject *)s->response_type)) {
         PyObject *st = PyObject_GetAttrString(v, "status"), *h;
+        long n;
         if (st == NULL)
             goto done;
-        status = PyLong_AsInt(st);
+        n = PyLong_AsLong(st);       /* PyLong_AsInt is 3.13+ */
         Py_DECREF(st);
-        if (status == -1 && PyErr_Occurred())
+        if (n == -1 && PyErr_Occurred())
             goto done;
-        if (status < 200 || status > 999) {
-            PyErr_Format(PyExc_ValueError, "a response status must be 200-999, not %d", status);
+        if (n < 200 || n > 999) {
+            PyErr_Format(PyExc_ValueError, "a response status must be 200-999, not %ld", n);
             goto done;
         }
+        status = (int)n;
         if ((h = PyObject_GetAttrString(v, "headers")) == NULL)
             goto done;
         rc = ppy_http_header_lines(h, &hdrs, &has_type);

@@ -522,7 +522,7 @@ send_wrapped_file(ppy_start *sr, PyObject *res)
         PyErr_Clear();
         return 0;
     }
-    fd = PyLong_AsInt(fno);
+    fd = PyObject_AsFileDescriptor(fno);    /* an int in 0..INT_MAX, else -1 */
     Py_DECREF(fno);
     if (fd < 0 || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) ||
         (pos = lseek(fd, 0, SEEK_CUR)) < 0) {
