@@ -151,6 +151,13 @@ def wsgi_app(environ, start_response):
         return [b"replaced"]
     if path == "/closing":
         return _Closing(start_response)
+    if path == "/sleep":
+        time.sleep(float(environ["QUERY_STRING"].partition("s=")[2] or "0.2"))
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"slept"]
+    if path == "/plaintext":
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"Hello, World!"]
     start_response("404 Not Found", [("Content-Type", "text/plain")])
     return [b"not found"]
 

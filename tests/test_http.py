@@ -82,19 +82,25 @@ def start(app, *args, workers=2):
     return Served(proc, int(m.group(1)))
 
 
-@pytest.fixture(scope="module")
-def native():
+# Every test of these fixtures runs twice: handlers called on the loop
+# thread (the fast path) and on handler threads (--threads 3).
+THREADS = [pytest.param("1", id="loop"), pytest.param("3", id="threads")]
+
+
+@pytest.fixture(scope="module", params=THREADS)
+def native(request):
     s = start(f"{APPS}:app", "--head-timeout", "1", "--body-timeout", "1",
               "--max-body", "100000", "--max-line", "1000", "--max-head", "4000",
-              "--max-headers", "20")
+              "--max-headers", "20", "--threads", request.param)
     yield s
     r = s.stop()
     r.assert_no_crash_output()
 
 
-@pytest.fixture(scope="module")
-def wsgi():
-    s = start(f"{APPS}:wsgi_app", "--max-body", "10000000")
+@pytest.fixture(scope="module", params=THREADS)
+def wsgi(request):
+    s = start(f"{APPS}:wsgi_app", "--max-body", "10000000", "--threads", request.param)
+    s.threads = int(request.param)
     yield s
     s.stop().assert_no_crash_output()
 
@@ -367,7 +373,10 @@ def test_wsgi_streaming_write_file_wrapper_and_close(wsgi):
     if os.path.exists("/tmp/pyparallel-wsgi-closed"):
         os.unlink("/tmp/pyparallel-wsgi-closed")
     out = wsgi.raw(b"GET /stream HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
-    assert b"Transfer-Encoding: chunked\r\n" in out
+    if wsgi.threads == 1:
+        assert b"Transfer-Encoding: chunked\r\n" in out
+    else:                                   # collected by the handler thread
+        assert b"Content-Length: 30\r\n" in out
     [(resp, body)] = h11_responses(out)
     assert body == b"part0;part1;part2;part3;part4;"
     r, body = wsgi.get("/write")
@@ -676,3 +685,82 @@ def test_static_option_errors_are_one_clear_line(arg, message):
     r = subprocess.run(cmd, capture_output=True, text=True, cwd=support.TESTS_DIR,
                        env=support.child_env(), timeout=60)
     assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+# ---- handler threads ---------------------------------------------------------------
+
+def _timed_gets(port, paths):
+    """Sends every GET at once, each on its own connection; returns the
+    seconds each answer took, in order, and the bodies."""
+    import threading
+    took, bodies = [None] * len(paths), [None] * len(paths)
+
+    def one(i, path):
+        t0 = time.monotonic()
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        c.request("GET", path)
+        bodies[i] = c.getresponse().read()
+        took[i] = time.monotonic() - t0
+        c.close()
+
+    ts = [threading.Thread(target=one, args=(i, p)) for i, p in enumerate(paths)]
+    for i, t in enumerate(ts):
+        t.start()
+        if i == 0:
+            time.sleep(0.2)                 # the blocking one goes first
+    for t in ts:
+        t.join()
+    return took, bodies
+
+
+@pytest.mark.parametrize("app", ["app", "wsgi_app"])
+def test_threads_a_blocking_handler_stalls_only_its_thread(app):
+    slow = "/sleep?s=1.5"
+    for threads in ("1", "4"):
+        s = start(f"{APPS}:{app}", "--threads", threads, workers=1)
+        try:
+            took, bodies = _timed_gets(s.port, [slow, "/plaintext", "/plaintext"])
+        finally:
+            s.stop().assert_clean_exit(0)
+        assert bodies[1] == bodies[2] == b"Hello, World!", bodies
+        if threads == "1":
+            # The fast path: the loop thread sleeps, the others wait for it.
+            assert min(took[1:]) > 0.8, took
+        else:
+            assert max(took[1:]) < 0.8 and took[0] >= 1.4, took
+
+
+def test_threads_run_handlers_side_by_side_and_answer_in_order():
+    s = start(f"{APPS}:app", "--threads", "4", workers=1)
+    try:
+        took, _ = _timed_gets(s.port, ["/sleep?s=1"] * 4)
+        assert max(took) < 2.5, took       # four 1 s sleeps at once, not 4 s
+        # Pipelined on one connection: answers in request order, whichever
+        # thread finishes first.
+        out = s.raw(b"GET /sleep?s=0.5&tag=a HTTP/1.1\r\nHost: t\r\n\r\n"
+                    b"GET /sleep?s=0&tag=b HTTP/1.1\r\nHost: t\r\n\r\n"
+                    b"GET /plaintext HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        assert [b for _, b in h11_responses(out)] == [b"slept a", b"slept b", b"Hello, World!"]
+    finally:
+        s.stop().assert_clean_exit(0)
+
+
+def test_threads_drain_finishes_what_handler_threads_run():
+    s = start(f"{APPS}:app", "--threads", "2", "--graceful-timeout", "10", workers=1)
+    busy = [socket.create_connection(("127.0.0.1", s.port), timeout=10) for _ in range(2)]
+    for i, b in enumerate(busy):
+        b.sendall(b"GET /sleep?s=1&tag=t%d HTTP/1.1\r\nHost: t\r\n\r\n" % i)
+    time.sleep(0.3)
+    s.proc.send_signal(signal.SIGTERM)
+    for i, b in enumerate(busy):
+        out = _read_all(b)
+        assert out.endswith(b"slept t%d" % i) and b"Connection: close\r\n" in out, out
+        b.close()
+    s.stop(sig=None).assert_clean_exit(0)
+
+
+def test_threads_option_is_checked():
+    cmd = [sys.executable, "-m", "pyparallel", "serve", f"{APPS}:app", "--threads", "0"]
+    r = subprocess.run(cmd, capture_output=True, text=True, cwd=support.TESTS_DIR,
+                       env=support.child_env(), timeout=60)
+    assert r.returncode == 2 and "--threads" in r.stderr and "Traceback" not in r.stderr

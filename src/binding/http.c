@@ -654,6 +654,44 @@ done:
 
 /* ---- dispatch ----------------------------------------------------------------- */
 
+static PyObject *
+call_handler(PyObject *handler, PyObject *kwargs, PyObject *request)
+{
+    PyObject *args, *res;
+
+    if (kwargs && PyDict_Check(kwargs) && PyDict_GET_SIZE(kwargs) > 0) {
+        args = PyTuple_Pack(1, request);
+        res = args ? PyObject_Call(handler, args, kwargs) : NULL;
+        Py_XDECREF(args);
+        return res;
+    }
+    return PyObject_CallOneArg(handler, request);
+}
+
+/* --threads: the handler runs on a handler thread, the answer is made on
+ * the loop thread. */
+static void
+native_run(ppy_http_job *j)
+{
+    j->result = call_handler(j->args[0], j->args[1], j->args[2]);
+}
+
+static void
+native_finish(ppy_http_job *j, int cancelled)
+{
+    if (cancelled) {
+        ppy_http_answer_text(j->req, 503, "503 Service Unavailable\n");
+        return;
+    }
+    if (j->result == NULL) {
+        PyErr_SetRaisedException(j->exc);
+        j->exc = NULL;
+    } else if (answer_value(j->site, j->req, j->result) == 0) {
+        return;
+    }
+    ppy_http_handler_failed(j->site, j->req, "an HTTP handler");
+}
+
 static void
 native_call(ppy_http_site *s, pp_http_request *req)
 {
@@ -699,13 +737,21 @@ native_call(ppy_http_site *s, pp_http_request *req)
         Py_XDECREF(kwargs);
         goto failed;
     }
-    if (kwargs && PyDict_Check(kwargs) && PyDict_GET_SIZE(kwargs) > 0) {
-        PyObject *args = PyTuple_Pack(1, request);
-        res = args ? PyObject_Call(handler, args, kwargs) : NULL;
-        Py_XDECREF(args);
-    } else {
-        res = PyObject_CallOneArg(handler, request);
+    if (s->threads) {
+        ppy_http_job *j = ppy_http_job_new(s, req, native_run, native_finish);
+        if (j == NULL) {
+            Py_DECREF(handler);
+            Py_XDECREF(kwargs);
+            goto failed;
+        }
+        j->args[0] = handler;    /* the job's references now */
+        j->args[1] = kwargs;
+        j->args[2] = request;
+        Py_DECREF(path);
+        (void)ppy_http_threads_submit(s, j);
+        return;
     }
+    res = call_handler(handler, kwargs, request);
     Py_DECREF(handler);
     Py_XDECREF(kwargs);
     if (res == NULL || answer_value(s, req, res) < 0)
@@ -799,6 +845,7 @@ done:
 void
 ppy_http_site_clear(ppy_http_site *s)
 {
+    ppy_http_threads_stop(s);
     Py_CLEAR(s->app);
     Py_CLEAR(s->exact);
     Py_CLEAR(s->match);

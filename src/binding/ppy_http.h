@@ -40,7 +40,43 @@ typedef struct ppy_http_site {
     PyObject *shared;            /* frozen, or None */
     char server_port[8];
     uint64_t handler_errors;
+    struct ppy_http_threads *threads;   /* --threads > 1, else NULL */
 } ppy_http_site;
+
+/* ---- handler threads (hthreads.c) ------------------------------------------ */
+
+typedef struct ppy_http_threads ppy_http_threads;
+typedef struct ppy_http_job ppy_http_job;
+
+/* One request handed to a handler thread. */
+struct ppy_http_job {
+    ppy_http_job *next;
+    ppy_http_site *site;
+    pp_http_request *req;        /* held from ppy_http_job_new to the end */
+    /* On a handler thread, the worker's GIL held: sets result, or leaves
+     * an exception (saved into exc). */
+    void (*run)(ppy_http_job *j);
+    /* On the loop thread, GIL held: answers req from result or exc;
+     * cancelled: run never ran (the site is going away). */
+    void (*finish)(ppy_http_job *j, int cancelled);
+    PyObject *args[3];           /* the job's own; released at the end */
+    PyObject *result;
+    PyObject *exc;
+};
+
+/* Starts n handler threads for s (loop thread, GIL held).  Returns 0, or
+ * -1 with an exception set. */
+int ppy_http_threads_start(ppy_http_site *s, int n);
+/* Lets the threads finish what they run, answers what never ran (503),
+ * and joins them.  Loop thread, GIL held (released while joining). */
+void ppy_http_threads_stop(ppy_http_site *s);
+/* A job for req (held now); NULL with MemoryError. */
+ppy_http_job *ppy_http_job_new(ppy_http_site *s, pp_http_request *req,
+                               void (*run)(ppy_http_job *),
+                               void (*finish)(ppy_http_job *, int));
+/* Queues j; it is finished and freed (args, result, the hold on req)
+ * on the loop thread.  Returns 0. */
+int ppy_http_threads_submit(ppy_http_site *s, ppy_http_job *j);
 
 /* The engine handler for a site's group (data: the site). */
 extern const pp_http_handler ppy_http_handler;

@@ -42,6 +42,7 @@ typedef struct ppy_srv_shared {
     char *server_name;
     int interface, debug, port;
     int log_fd, log_format;       /* access log (-1: none) */
+    int threads;                  /* handler threads per worker (1: none) */
     pp_http_static **statics;     /* --static mounts, shared by the workers */
     size_t nstatics;
     int64_t proto_id;
@@ -96,8 +97,8 @@ static void
 site_free(ppy_wsrv *ws)
 {
     if (ws->site) {
+        ppy_http_site_clear(ws->site);     /* answers what its threads held */
         pp_http_group_flush(&ws->site->group);
-        ppy_http_site_clear(ws->site);
         free(ws->site);
         ws->site = NULL;
     }
@@ -200,7 +201,8 @@ start_proc(ppy_lthread *lt, ppy_cmd *cmd)
         }
         ws->site->ep = &ws->ep;
         if (ppy_http_site_init(ws->site, lt, sh->spec, sh->interface,
-                               sh->shared, sh->debug, sh->port) < 0) {
+                               sh->shared, sh->debug, sh->port) < 0 ||
+            (sh->threads > 1 && ppy_http_threads_start(ws->site, sh->threads) < 0)) {
             cmd->rc = -EINVAL;
             cmd->error = ppy_exception_text();
             site_free(ws);
@@ -486,6 +488,16 @@ http_config(ppy_srv_shared *sh, PyObject *d)
     }
     if ((v = PyDict_GetItemString(d, "static")) != NULL && static_mounts(sh, v) < 0)
         return -1;
+    sh->threads = 1;
+    if ((v = PyDict_GetItemString(d, "threads")) != NULL) {
+        long n = PyLong_AsLong(v);
+        if (n < 1 || n > 1024) {
+            if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_ValueError, "threads must be 1..1024");
+            return -1;
+        }
+        sh->threads = (int)n;
+    }
     v = PyDict_GetItemString(d, "debug");
     sh->debug = v && PyObject_IsTrue(v) == 1;
     /* A slow reader is dropped by the connection's idle timeout. */

@@ -178,6 +178,9 @@ typedef struct {
     int64_t length;              /* the app's Content-Length, or -1 */
     int has_type;
     pp_buf headers;              /* header lines */
+    ppy_http_site *site;
+    PyObject *buffer;            /* --threads: the body so far (a list),
+                                    sent by the loop thread at the end */
 } ppy_start;
 
 static void
@@ -187,6 +190,7 @@ start_dealloc(ppy_start *sr)
 
     if (sr->req)
         pp_http_release(sr->req);
+    Py_XDECREF(sr->buffer);
     pp_buf_free(&sr->headers);
     tp->tp_free(sr);
     Py_DECREF(tp);
@@ -309,6 +313,14 @@ send_chunk(ppy_start *sr, PyObject *data)
         PyErr_Format(PyExc_TypeError, "a WSGI app must give bytes, not %.100s",
                      Py_TYPE(data)->tp_name);
         return -1;
+    }
+    if (sr->buffer) {            /* a handler thread: kept for the loop */
+        if (!sr->called) {
+            PyErr_SetString(PyExc_RuntimeError, "the WSGI app sent body bytes "
+                            "before calling start_response()");
+            return -1;
+        }
+        return PyList_Append(sr->buffer, data);
     }
     if (start_stream(sr) < 0 || PyObject_GetBuffer(data, &b, PyBUF_SIMPLE) < 0)
         return -1;
@@ -600,65 +612,43 @@ call_close(PyObject *res)
     return r ? 0 : -1;
 }
 
-void
-ppy_wsgi_call(ppy_http_site *s, pp_http_conn *hc, pp_http_request *req)
+/* Answers with what the app returned: a file wrapper by sendfile, a list
+ * in one answer, any other iterable streamed.  Loop thread.  Returns 0,
+ * or -1 with an exception set. */
+static int
+answer_result(ppy_start *sr, PyObject *res)
 {
-    PyObject *env = make_environ(s, req), *res = NULL, *it = NULL, *item;
-    ppy_start *sr = NULL;
-    int ok = -1;
+    PyObject *it, *item;
+    int rc;
 
-    (void)hc;
-    if (env == NULL)
-        goto failed;
-    if ((sr = PyObject_New(ppy_start, (PyTypeObject *)s->start_response_type)) == NULL)
-        goto failed;
-    pp_http_hold(req);
-    sr->req = req;
-    sr->status = 500;
-    sr->called = sr->sent = sr->has_type = 0;
-    sr->length = -1;
-    sr->headers = (pp_buf)PP_BUF_INIT;
-    if ((res = PyObject_CallFunctionObjArgs(s->app, env, sr, NULL)) == NULL)
-        goto failed;
-    if (!sr->sent && PyObject_TypeCheck(res, (PyTypeObject *)s->file_wrapper)) {
-        int rc = send_wrapped_file(sr, res);
-        if (rc < 0)
-            goto failed;
-        if (rc == 1) {
-            ok = 0;
-            goto done;
-        }
+    if (!sr->sent && PyObject_TypeCheck(res, (PyTypeObject *)sr->site->file_wrapper)) {
+        if ((rc = send_wrapped_file(sr, res)) != 0)
+            return rc < 0 ? -1 : 0;
     }
-    if (!sr->sent && (PyList_CheckExact(res) || PyTuple_CheckExact(res))) {
-        ok = send_sequence(sr, res);
-        goto done;
-    }
+    if (!sr->sent && (PyList_CheckExact(res) || PyTuple_CheckExact(res)))
+        return send_sequence(sr, res);
     if ((it = PyObject_GetIter(res)) == NULL)
-        goto done;
+        return -1;
     while ((item = PyIter_Next(it)) != NULL) {
-        int rc = PyBytes_Check(item) && PyBytes_GET_SIZE(item) == 0 && sr->sent
-                 ? 0 : send_chunk(sr, item);
+        rc = PyBytes_Check(item) && PyBytes_GET_SIZE(item) == 0 && sr->sent
+             ? 0 : send_chunk(sr, item);
         Py_DECREF(item);
         if (rc < 0)
-            goto done;
+            break;
     }
-    if (PyErr_Occurred())
-        goto done;
-    if (start_stream(sr) < 0)
-        goto done;
-    (void)pp_http_end(req);
-    ok = 0;
-done:
-    Py_XDECREF(it);
-    if (res && call_close(res) < 0 && ok == 0)
-        ok = -1;
-    if (ok == 0)
-        goto out;
-failed:
+    Py_DECREF(it);
+    if (PyErr_Occurred() || start_stream(sr) < 0)
+        return -1;
+    (void)pp_http_end(sr->req);
+    return 0;
+}
+
+/* The app failed (exception set): a 500, or, when half an answer is out
+ * already, the connection cut. */
+static void
+app_failed(ppy_http_site *s, ppy_start *sr, pp_http_request *req)
+{
     if (sr && sr->sent) {
-        /* Half an answer is out: the connection cannot be saved. */
-        PyObject *exc = PyErr_GetRaisedException();
-        PyErr_SetRaisedException(exc);
         ppy_lthread_log_error(s->lt, "a WSGI app (after its answer began)", NULL);
         if (req->conn)
             pp_conn_abort(pp_http_conn_pp(req->conn));
@@ -668,6 +658,104 @@ failed:
             PyErr_SetString(PyExc_RuntimeError, "the WSGI app failed");
         ppy_http_handler_failed(s, req, "a WSGI app");
     }
+}
+
+/* --threads: the app runs on a handler thread and its body is collected
+ * there (write() and the iterable, in order); the loop thread sends it. */
+static void
+wsgi_run(ppy_http_job *j)
+{
+    ppy_start *sr = (ppy_start *)j->args[1];
+    PyObject *res = PyObject_CallFunctionObjArgs(j->site->app, j->args[0], sr, NULL);
+    PyObject *it, *item;
+
+    if (res == NULL)
+        return;
+    if (PyObject_TypeCheck(res, (PyTypeObject *)j->site->file_wrapper) &&
+        PyList_GET_SIZE(sr->buffer) == 0) {
+        j->result = res;         /* sendfile, from the loop thread */
+        return;
+    }
+    if ((it = PyObject_GetIter(res)) != NULL) {
+        while ((item = PyIter_Next(it)) != NULL) {
+            int rc = send_chunk(sr, item);
+            Py_DECREF(item);
+            if (rc < 0)
+                break;
+        }
+        Py_DECREF(it);
+    }
+    if (call_close(res) == 0 && !PyErr_Occurred())
+        j->result = Py_NewRef(sr->buffer);
+    Py_DECREF(res);
+}
+
+static void
+wsgi_finish(ppy_http_job *j, int cancelled)
+{
+    ppy_start *sr = (ppy_start *)j->args[1];
+    PyObject *res = j->result;
+
+    if (cancelled) {
+        ppy_http_answer_text(j->req, 503, "503 Service Unavailable\n");
+        return;
+    }
+    Py_CLEAR(sr->buffer);        /* from here on, send */
+    if (res == NULL) {
+        PyErr_SetRaisedException(j->exc);
+        j->exc = NULL;
+    } else if (PyList_CheckExact(res)) {
+        if (send_sequence(sr, res) == 0)
+            return;
+    } else {
+        int ok = answer_result(sr, res);
+        if (call_close(res) < 0)
+            ok = -1;
+        if (ok == 0)
+            return;
+    }
+    app_failed(j->site, sr, j->req);
+}
+
+void
+ppy_wsgi_call(ppy_http_site *s, pp_http_conn *hc, pp_http_request *req)
+{
+    PyObject *env = make_environ(s, req), *res = NULL;
+    ppy_start *sr = NULL;
+    int ok;
+
+    (void)hc;
+    if (env == NULL)
+        goto failed;
+    if ((sr = PyObject_New(ppy_start, (PyTypeObject *)s->start_response_type)) == NULL)
+        goto failed;
+    pp_http_hold(req);
+    sr->req = req;
+    sr->site = s;
+    sr->status = 500;
+    sr->called = sr->sent = sr->has_type = 0;
+    sr->length = -1;
+    sr->headers = (pp_buf)PP_BUF_INIT;
+    sr->buffer = NULL;
+    if (s->threads) {
+        ppy_http_job *j;
+        if ((sr->buffer = PyList_New(0)) == NULL ||
+            (j = ppy_http_job_new(s, req, wsgi_run, wsgi_finish)) == NULL)
+            goto failed;
+        j->args[0] = env;        /* the job's references now */
+        j->args[1] = (PyObject *)sr;
+        (void)ppy_http_threads_submit(s, j);
+        return;
+    }
+    if ((res = PyObject_CallFunctionObjArgs(s->app, env, sr, NULL)) == NULL)
+        goto failed;
+    ok = answer_result(sr, res);
+    if (call_close(res) < 0)
+        ok = -1;
+    if (ok == 0)
+        goto out;
+failed:
+    app_failed(s, sr, req);
 out:
     Py_XDECREF(res);
     Py_XDECREF((PyObject *)sr);

@@ -287,11 +287,12 @@ def parse_bind(bind):
 def start(app, spec, *, binds=("127.0.0.1:8000",), interface=None,
           config=None, backlog=1024, debug=False, server_name="pyparallel",
           max_connections=None, access_log=None, access_log_format="common",
-          static=()):
+          static=(), threads=1):
     """Starts HTTP servers for app (already loaded in main, named by spec
     for the workers) on every bind.  static: (prefix, directory) pairs
-    answered by the engine before the app sees them.  Returns the list of
-    Servers."""
+    answered by the engine before the app sees them.  threads: handler
+    threads per worker (1: the loop thread calls handlers).  Returns the
+    list of Servers."""
     interface = interface or detect_interface(app)
     if interface not in ("native", "wsgi"):
         raise ValueError(f"interface must be 'native' or 'wsgi', not {interface!r}")
@@ -306,7 +307,8 @@ def start(app, spec, *, binds=("127.0.0.1:8000",), interface=None,
     settings.update(app=spec, interface=interface, debug=bool(debug),
                     server=server_name, access_log=access_log,
                     access_log_format=access_log_format,
-                    static=[(str(p), os.fspath(d)) for p, d in static])
+                    static=[(str(p), os.fspath(d)) for p, d in static],
+                    threads=int(threads))
     servers = []
     try:
         for bind in binds:

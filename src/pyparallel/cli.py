@@ -65,8 +65,10 @@ def _parser():
                    help="native (a pyparallel.http.App) or wsgi (PEP 3333); "
                         "detected from the app when not given")
     s.add_argument("--threads", type=_positive_int, default=1,
-                   help="handler threads per worker (only 1 is supported yet: "
-                        "handlers run on the worker's loop thread)")
+                   help="handler threads per worker: 1 calls handlers on the "
+                        "worker's loop thread (fastest); N > 1 runs them on N "
+                        "threads of the worker interpreter, so a handler that "
+                        "blocks (a database, time.sleep) stalls only its thread")
     s.add_argument("--backlog", type=_positive_int, default=1024,
                    help="listen backlog")
     s.add_argument("--max-connections", type=_positive_int, default=None,
@@ -118,9 +120,6 @@ def _fail(msg, code=1):
 def serve_main(args):
     from . import _api, _http, _io
 
-    if args.threads != 1:
-        return _fail("--threads above 1 is not supported yet: handlers run on "
-                     "each worker's loop thread (use more --workers)", 2)
     # Like gunicorn: the current directory is importable.
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
@@ -151,6 +150,7 @@ def serve_main(args):
                               server_name=args.server_header,
                               max_connections=args.max_connections,
                               access_log=args.access_log, static=args.static,
+                              threads=args.threads,
                               access_log_format=args.access_log_format)
     except (OSError, ValueError, TypeError) as e:
         return _fail(str(e), 1)
