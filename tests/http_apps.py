@@ -2,6 +2,7 @@
 
 import json
 import os
+import sys
 import time
 
 from pyparallel.http import App, FileResponse, Response
@@ -209,5 +210,56 @@ def _bottle():
     return b
 
 
+def _falcon():
+    import falcon
+
+    class Hello:
+        def on_get(self, req, resp, name):
+            resp.text = f"hello {name} from falcon"
+
+    class Echo:
+        def on_post(self, req, resp):
+            resp.media = {"got": req.get_media()}
+
+    f = falcon.App()
+    f.add_route("/hello/{name}", Hello())
+    f.add_route("/json", Echo())
+    return f
+
+
+def _django():
+    import django
+    from django.conf import settings
+    from django.http import HttpResponse, JsonResponse
+    from django.urls import path
+
+    def index(request):
+        return HttpResponse("django index")
+
+    def hello(request, name):
+        return JsonResponse({"hello": name, "q": request.GET.get("q")})
+
+    import types
+    urls = types.ModuleType("http_apps_django_urls")
+    urls.urlpatterns = [path("", index), path("hello/<str:name>", hello)]
+    sys.modules[urls.__name__] = urls
+    if not settings.configured:
+        settings.configure(DEBUG=False, ROOT_URLCONF=urls.__name__, ALLOWED_HOSTS=["*"],
+                           SECRET_KEY="tests-only", MIDDLEWARE=[], INSTALLED_APPS=[])
+    django.setup()
+    from django.core.wsgi import get_wsgi_application
+    return get_wsgi_application()
+
+
 flask_app = _flask()
 bottle_app = _bottle()
+
+
+def __getattr__(name):
+    # Heavier frameworks load only in the servers that serve them.
+    makers = {"falcon_app": _falcon, "django_app": _django}
+    if name not in makers:
+        raise AttributeError(name)
+    app = makers[name]()
+    globals()[name] = app
+    return app

@@ -403,6 +403,10 @@ def test_wsgi_errors(wsgi):
                    ("POST", "/json", b'{"a": 1}', b'"got"')]),
     ("bottle_app", [("GET", "/", None, b"bottle index"),
                     ("POST", "/form", b"name=bo", b"name=bo")]),
+    ("falcon_app", [("GET", "/hello/fa", None, b"hello fa from falcon"),
+                    ("POST", "/json", b'{"a": 1}', b'{"got": {"a": 1}}')]),
+    ("django_app", [("GET", "/", None, b"django index"),
+                    ("GET", "/hello/dj?q=2", None, b'{"hello": "dj", "q": "2"}')]),
 ])
 def test_frameworks_under_wsgi(app, checks):
     s = start(f"{APPS}:{app}", "--interface", "wsgi")
