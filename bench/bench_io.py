@@ -55,7 +55,9 @@ import sys
 import tempfile
 import time
 
-from sysinfo import cpu_model, descendants  # bench/: the script's own folder is on sys.path
+# bench/: the script's own folder is on sys.path
+from sysinfo import (cpus_usable, fmt_rate, log, machine_facts, median, parse_cpus, pinned,
+                     proc_cpu, proc_rss, run_accounted, sample_while, save_json, tree)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -86,47 +88,6 @@ COLORS = {"pyparallel": "#d62728", "pyparallel-c": "#7f7f7f",
           "uvloop-1proc": "#1f77b4", "uvloop-per-core": "#2ca02c"}
 # pyparallel / peer: the issue's targets, for the rr (echo) measurements
 TARGETS = {"pyparallel-c": 0.60, "uvloop-1proc": 3.0, "uvloop-per-core": 1.0}
-
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def log(msg=""):
-    print(msg, file=sys.stderr, flush=True)
-
-
-def median(xs):
-    xs = sorted(xs)
-    n = len(xs)
-    if not n:
-        return None
-    return xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2
-
-
-def parse_cpus(text):
-    """"0-3,8" -> {0, 1, 2, 3, 8}"""
-    cpus = set()
-    for part in text.split(","):
-        part = part.strip()
-        if not part:
-            continue
-        lo, _, hi = part.partition("-")
-        cpus.update(range(int(lo), int(hi or lo) + 1))
-    if not cpus:
-        raise ValueError(f"no CPUs in {text!r}")
-    return cpus
-
-
-def pinned(cpus):
-    """A preexec_fn that pins the child (and what it starts) to cpus, or None."""
-    if not cpus:
-        return None
-    return lambda: os.sched_setaffinity(0, cpus)
-
-
-def cpus_usable():
-    return (os.process_cpu_count() if hasattr(os, "process_cpu_count")
-            else len(os.sched_getaffinity(0)))
-
 
 # --------------------------------------------------------------------------
 # Set-up: uvloop, the load generator, machine facts.
@@ -164,115 +125,18 @@ def build_loadgen(tmpdir):
     return exe
 
 
-def pyparallel_info():
-    """What pyparallel this interpreter imports, without starting workers."""
-    code = ("import json, pyparallel as p; print(json.dumps({'module': p._pyparallel.__file__, "
-            "'has_server': hasattr(p, 'server'), 'cpu_count': p.cpu_count()}))")
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                       cwd=tempfile.gettempdir(), timeout=60)
-    if r.returncode != 0:
-        return {"error": (r.stderr.strip().splitlines() or ["import failed"])[-1]}
-    info = json.loads(r.stdout)
-    try:
-        import datetime
-        info["module_built"] = datetime.datetime.fromtimestamp(
-            os.path.getmtime(info["module"])).astimezone().isoformat(timespec="seconds")
-    except OSError:
-        pass
-    return info
-
-
 def machine_info():
-    import datetime
-    import platform
-    import socket
-
-    def git(*a):
-        try:
-            return subprocess.run(["git", "-C", ROOT, *a], capture_output=True, text=True,
-                                  timeout=10).stdout.strip()
-        except (OSError, subprocess.SubprocessError):
-            return ""
-    model = cpu_model()
-    mem_total = None
-    try:
-        with open("/proc/meminfo") as f:
-            mem_total = int(f.readline().split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    pp = pyparallel_info()
-    pp["repo_commit"] = git("rev-parse", "--short", "HEAD")
-    pp["repo_src_modified"] = bool(git("status", "--porcelain", "--", "src", "meson.build"))
+    machine, now = machine_facts(ROOT)
     try:
         import uvloop
-        uv = uvloop.__version__
+        machine["uvloop"] = uvloop.__version__
     except ImportError:
-        uv = None
-    return {"host": socket.gethostname(), "cpu_model": model, "cpus": cpus_usable(),
-            "cpu_count": os.cpu_count(), "mem_total": mem_total, "kernel": platform.release(),
-            "platform": platform.platform(), "python": platform.python_version(),
-            "implementation": platform.python_implementation(), "executable": sys.executable,
-            "uvloop": uv, "pyparallel": pp,
-            "somaxconn": _read_int("/proc/sys/net/core/somaxconn"),
-            "ip_local_port_range": _read_str("/proc/sys/net/ipv4/ip_local_port_range"),
-            "tcp_tw_reuse": _read_int("/proc/sys/net/ipv4/tcp_tw_reuse")}, \
-        datetime.datetime.now().astimezone()
-
-
-def _read_str(path):
-    try:
-        with open(path) as f:
-            return " ".join(f.read().split())
-    except OSError:
-        return None
-
-
-def _read_int(path):
-    s = _read_str(path)
-    try:
-        return int(s)
-    except (TypeError, ValueError):
-        return None
+        machine["uvloop"] = None
+    return machine, now
 
 
 # --------------------------------------------------------------------------
-# /proc: process trees, their CPU time and memory, the whole machine's CPU.
-
-def tree(root):
-    """root and every descendant of it."""
-    return [root] + descendants(root)
-
-
-def proc_cpu(pid):
-    """utime + stime of a process (all its threads), in seconds."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            stat = f.read()
-    except OSError:
-        return 0.0
-    fields = stat[stat.rindex(")") + 2:].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
-def proc_rss(pid):
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
-
-
-def machine_busy():
-    """(busy, steal) CPU seconds of the whole machine since boot."""
-    with open("/proc/stat") as f:
-        v = [int(x) for x in f.readline().split()[1:]]
-    user, nice, system, idle, iowait, irq, softirq = v[:7]
-    steal = v[7] if len(v) > 7 else 0
-    return (user + nice + system + irq + softirq) / CLK_TCK, steal / CLK_TCK
-
+# /proc: the kernel's TCP sockets.
 
 def sockstat():
     """TCP sockets in use and the kernel's TCP memory (pages) from /proc/net/sockstat."""
@@ -407,31 +271,20 @@ class Server:
 def run_loadgen(exe, mode, server, extra, timeout, cpus=None):
     """Run echo_load once; returns its JSON with the CPU accounting added."""
     cmd = [exe, mode, *server.target(), *extra]
-    ru0 = os.times()
-    busy0, steal0 = machine_busy()
-    s0 = server.cpu()
-    t0 = time.monotonic()
-    try:
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
-                           preexec_fn=pinned(cpus))
-    except subprocess.TimeoutExpired:
+    r, acct = run_accounted(cmd, timeout, cpus, server.cpu)
+    if r is None:
         return {"error": f"load generator timed out after {timeout} s"}
-    elapsed = time.monotonic() - t0
-    s1 = server.cpu()
-    busy1, steal1 = machine_busy()
-    ru1 = os.times()
     lines = [x for x in r.stdout.splitlines() if x.startswith("{")]
     try:
         out = json.loads(lines[-1])
     except (IndexError, ValueError):
         return {"error": f"load generator: exit {r.returncode}: {r.stderr.strip()[-300:]}"}
-    client = (ru1.children_user - ru0.children_user) + (ru1.children_system - ru0.children_system)
-    server_cpu = s1 - s0
-    out["wall_s"] = round(elapsed, 3)
-    out["server_cpu_s"] = round(server_cpu, 3)
-    out["loadgen_cpu_s"] = round(client, 3)
-    out["other_cpus"] = round(max(0.0, (busy1 - busy0) - server_cpu - client) / elapsed, 3)
-    out["steal_cpus"] = round((steal1 - steal0) / elapsed, 3)
+    server_cpu = acct["server_cpu_s"]
+    out["wall_s"] = acct["wall_s"]
+    out["server_cpu_s"] = server_cpu
+    out["loadgen_cpu_s"] = acct["client_cpu_s"]
+    out["other_cpus"] = acct["other_cpus"]
+    out["steal_cpus"] = acct["steal_cpus"]
     ops = out.get("total")
     if ops:
         # the server's CPU per operation, over the whole run (warm-up included)
@@ -538,13 +391,7 @@ def measure_idle(exe, kind, args, tmpdir):
                 _, err = lg.communicate()
                 return {"error": f"idle load generator: {line.strip()} {err.strip()[-300:]}"}
             # Sample while holding; keep the highest (the server may still be settling).
-            samples = []
-            t_end = time.monotonic() + args.idle_hold
-            while True:
-                time.sleep(0.25)
-                samples.append(srv.rss()[0])
-                if time.monotonic() >= t_end:
-                    break
+            samples = sample_while(args.idle_hold, lambda: srv.rss()[0])
             sock1 = sockstat()
             held = max(samples)
         finally:
@@ -622,18 +469,6 @@ def summarize(res):
             }
     res["summary"] = summary
     res["ratios"] = ratios
-
-
-def fmt_rate(v):
-    if v is None:
-        return "-"
-    if v >= 1e6:
-        return f"{v / 1e6:.2f}M"
-    if v >= 1e4:
-        return f"{v / 1e3:.0f}k"
-    if v >= 1e3:
-        return f"{v / 1e3:.1f}k"
-    return f"{v:.0f}"
 
 
 def test_label(test):
@@ -1023,11 +858,7 @@ def main():
         path = os.path.join(HERE, "results",
                             f"io-{machine['python']}-{now.strftime('%Y%m%d-%H%M%S')}.json")
     if path:
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        with open(path + ".tmp", "w") as f:
-            json.dump(res, f, indent=1)
-        os.replace(path + ".tmp", path)
-        log(f"results: {path}")
+        save_json(res, path)
     print()
     report(res)
     if args.chart:
