@@ -152,6 +152,14 @@ def wsgi_app(environ, start_response):
         return [b"replaced"]
     if path == "/closing":
         return _Closing(start_response)
+    if path == "/big-stream":
+        # ?n=CHUNKS&mark=PATH: 64 KiB chunks; PATH gets how many were made,
+        # and "closed" once close() runs.
+        from urllib.parse import parse_qs
+        q = {k: v[0] for k, v in parse_qs(environ["QUERY_STRING"]).items()}
+        start_response("200 OK", [("Content-Type", "application/octet-stream")])
+        n = int(q["n"]) if "n" in q else None
+        return _Counted(n, q["mark"])
     if path == "/sleep":
         time.sleep(float(environ["QUERY_STRING"].partition("s=")[2] or "0.2"))
         start_response("200 OK", [("Content-Type", "text/plain")])
@@ -161,6 +169,28 @@ def wsgi_app(environ, start_response):
         return [b"Hello, World!"]
     start_response("404 Not Found", [("Content-Type", "text/plain")])
     return [b"not found"]
+
+
+class _Counted:
+    """n chunks of 64 KiB (None: forever), counted into a file."""
+
+    def __init__(self, n, mark):
+        self.n, self.mark, self.made = n, mark, 0
+
+    def __iter__(self):
+        chunk = b"x" * 65536
+        while self.n is None or self.made < self.n:
+            self.made += 1
+            if self.made % 16 == 0:
+                self._note(str(self.made))
+            yield chunk
+
+    def _note(self, text):
+        with open(self.mark, "w") as f:
+            f.write(text)
+
+    def close(self):
+        self._note("closed %d" % self.made)
 
 
 class _Closing:

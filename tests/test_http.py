@@ -388,6 +388,54 @@ def test_wsgi_streaming_write_file_wrapper_and_close(wsgi):
     assert open("/tmp/pyparallel-wsgi-closed").read() == "closed"
 
 
+def _wait_for(pred, timeout=10):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(0.05)
+    return pred()
+
+
+def _read_text(path):
+    try:
+        return open(path).read()
+    except OSError:
+        return ""
+
+
+def test_wsgi_streaming_waits_for_a_slow_reader(wsgi, tmp_path):
+    # With handler threads too: a thread collects the first MiB, the loop
+    # thread streams the rest at the client's pace.
+    mark = str(tmp_path / "made")
+    n = 1000                                    # 64 MB if nobody waited
+    s = socket.create_connection(("127.0.0.1", wsgi.port), timeout=30)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+    s.sendall(b"GET /big-stream?n=%d&mark=%s HTTP/1.1\r\nHost: t\r\n"
+              b"Connection: close\r\n\r\n" % (n, mark.encode()))
+    time.sleep(1.5)                             # not reading
+    made = int(_read_text(mark) or 0)
+    assert made < 200, f"{made} chunks made while the client read nothing"
+    got = 0
+    while True:
+        chunk = s.recv(1 << 20)
+        if not chunk:
+            break
+        got += len(chunk)
+    s.close()
+    assert got > n * 65536                      # every chunk, plus the head
+    assert _wait_for(lambda: _read_text(mark) == "closed %d" % n), _read_text(mark)
+
+
+def test_wsgi_stream_to_a_client_that_leaves_is_closed(wsgi, tmp_path):
+    mark = str(tmp_path / "made")
+    s = socket.create_connection(("127.0.0.1", wsgi.port), timeout=30)
+    s.sendall(b"GET /big-stream?mark=%s HTTP/1.1\r\nHost: t\r\n\r\n" % mark.encode())
+    assert len(s.recv(65536)) > 0               # an endless body, streamed
+    s.close()
+    assert _wait_for(lambda: _read_text(mark).startswith("closed")), _read_text(mark)
+
+
 def test_wsgi_errors(wsgi):
     r, body = wsgi.get("/error-before")
     assert r.status == 500

@@ -786,13 +786,27 @@ site_close(pp_http_conn *hc, int err)
     ppy_http_site *s = pp_http_conn_group(hc)->data;
 
     (void)err;
+    if (s->interface == PPY_HTTP_WSGI)
+        ppy_wsgi_conn_closed(s, hc);
     if (s->ep->on_conn_closed)
         s->ep->on_conn_closed(s->ep);
+}
+
+static void
+site_writable(pp_http_conn *hc)
+{
+    ppy_http_site *s = pp_http_conn_group(hc)->data;
+
+    if (s->interface == PPY_HTTP_WSGI)
+        ppy_wsgi_writable(s, hc);
+    if (PyErr_Occurred())
+        ppy_lthread_log_error(s->lt, "a streamed WSGI answer", NULL);
 }
 
 const pp_http_handler ppy_http_handler = {
     .on_request = site_request,
     .on_close = site_close,
+    .on_writable = site_writable,
 };
 
 /* ---- the site ------------------------------------------------------------------ */

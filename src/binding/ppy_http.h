@@ -59,7 +59,7 @@ struct ppy_http_job {
     /* On the loop thread, GIL held: answers req from result or exc;
      * cancelled: run never ran (the site is going away). */
     void (*finish)(ppy_http_job *j, int cancelled);
-    PyObject *args[3];           /* the job's own; released at the end */
+    PyObject *args[4];           /* the job's own; released at the end */
     PyObject *result;
     PyObject *exc;
 };
@@ -99,6 +99,10 @@ void ppy_http_handler_failed(ppy_http_site *s, pp_http_request *req,
 
 /* wsgi.c: one request through the WSGI app. */
 void ppy_wsgi_call(ppy_http_site *s, pp_http_conn *hc, pp_http_request *req);
+/* The connection drained: paused streamed answers go on (loop thread). */
+void ppy_wsgi_writable(ppy_http_site *s, pp_http_conn *hc);
+/* The connection closed: paused iterables are closed and dropped. */
+void ppy_wsgi_conn_closed(ppy_http_site *s, pp_http_conn *hc);
 /* Types wsgi.c makes for a site (called by ppy_http_site_init). */
 int ppy_wsgi_site_init(ppy_http_site *s);
 

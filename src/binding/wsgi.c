@@ -304,10 +304,14 @@ start_stream(ppy_start *sr)
     return 0;
 }
 
+/* Sends (or, on a handler thread, keeps) one body chunk.  Returns 0, 1
+ * when the connection's output is above its high-water mark (stop until
+ * it drains), 2 when the connection is gone, or -1 with an exception. */
 static int
 send_chunk(ppy_start *sr, PyObject *data)
 {
     Py_buffer b;
+    int rc;
 
     if (!PyBytes_Check(data) && !PyByteArray_Check(data)) {
         PyErr_Format(PyExc_TypeError, "a WSGI app must give bytes, not %.100s",
@@ -324,9 +328,9 @@ send_chunk(ppy_start *sr, PyObject *data)
     }
     if (start_stream(sr) < 0 || PyObject_GetBuffer(data, &b, PyBUF_SIMPLE) < 0)
         return -1;
-    (void)pp_http_send(sr->req, b.buf, (size_t)b.len);
+    rc = pp_http_send(sr->req, b.buf, (size_t)b.len);
     PyBuffer_Release(&b);
-    return 0;
+    return rc == 1 ? 1 : rc < 0 ? 2 : 0;
 }
 
 static PyObject *
@@ -612,13 +616,115 @@ call_close(PyObject *res)
     return r ? 0 : -1;
 }
 
+/* ---- streaming at the client's pace ---------------------------------------------- */
+
+static void app_failed(ppy_http_site *s, ppy_start *sr, pp_http_request *req);
+
+/* An iterable whose answer waits for its connection to drain: the
+ * connection's list of them (its pp_http_conn data), oldest first. */
+typedef struct paused {
+    struct paused *next;
+    ppy_start *sr;
+    PyObject *it, *res;
+} paused;
+
+/* Iterates it into sr's streamed answer.  Returns 0 (done: the answer is
+ * complete, or its connection gone), 1 (paused: the connection's output
+ * is full; it, res and sr are kept and resumed by ppy_wsgi_writable), or
+ * -1 with an exception set. */
+static int
+stream(ppy_start *sr, PyObject *it, PyObject *res)
+{
+    PyObject *item;
+    int rc = 0;
+
+    while ((item = PyIter_Next(it)) != NULL) {
+        rc = PyBytes_Check(item) && PyBytes_GET_SIZE(item) == 0 && sr->sent
+             ? 0 : send_chunk(sr, item);
+        Py_DECREF(item);
+        if (rc < 0)
+            return -1;
+        if (rc == 2)
+            return 0;            /* nobody to send it to: stop producing */
+        if (rc == 1 && sr->req->conn) {
+            pp_http_conn *hc = sr->req->conn;
+            paused *p = malloc(sizeof(*p)), *q = pp_http_conn_data(hc);
+            if (p == NULL) {
+                PyErr_NoMemory();
+                return -1;
+            }
+            p->next = NULL;
+            p->sr = (ppy_start *)Py_NewRef((PyObject *)sr);
+            p->it = Py_NewRef(it);
+            p->res = Py_NewRef(res);
+            if (q == NULL) {
+                pp_http_conn_set_data(hc, p);
+            } else {
+                while (q->next)
+                    q = q->next;
+                q->next = p;
+            }
+            return 1;
+        }
+    }
+    if (PyErr_Occurred() || start_stream(sr) < 0)
+        return -1;
+    (void)pp_http_end(sr->req);
+    return 0;
+}
+
+static void
+paused_free(paused *p)
+{
+    Py_DECREF(p->it);
+    Py_DECREF(p->res);
+    Py_DECREF((PyObject *)p->sr);
+    free(p);
+}
+
+void
+ppy_wsgi_writable(ppy_http_site *s, pp_http_conn *hc)
+{
+    paused *p;
+
+    while ((p = pp_http_conn_data(hc)) != NULL) {
+        int rc;
+        pp_http_conn_set_data(hc, p->next);
+        p->next = NULL;
+        rc = stream(p->sr, p->it, p->res);
+        if (rc == 1) {           /* full again: it queued itself anew */
+            paused_free(p);
+            break;
+        }
+        if (call_close(p->res) < 0 && rc == 0)
+            rc = -1;
+        if (rc < 0)
+            app_failed(s, p->sr, p->sr->req);
+        paused_free(p);
+    }
+}
+
+void
+ppy_wsgi_conn_closed(ppy_http_site *s, pp_http_conn *hc)
+{
+    paused *p;
+
+    while ((p = pp_http_conn_data(hc)) != NULL) {
+        pp_http_conn_set_data(hc, p->next);
+        if (call_close(p->res) < 0)      /* PEP 3333: close() always */
+            ppy_lthread_log_error(s->lt, "a WSGI iterable's close()", NULL);
+        paused_free(p);
+    }
+}
+
 /* Answers with what the app returned: a file wrapper by sendfile, a list
- * in one answer, any other iterable streamed.  Loop thread.  Returns 0,
- * or -1 with an exception set. */
+ * in one answer, any other iterable streamed at the client's pace.  Loop
+ * thread.  Returns 0, 1 (paused: see stream()), or -1 with an exception
+ * set. */
 static int
 answer_result(ppy_start *sr, PyObject *res)
 {
-    PyObject *it, *item;
+    PyObject *it;
     int rc;
 
     if (!sr->sent && PyObject_TypeCheck(res, (PyTypeObject *)sr->site->file_wrapper)) {
@@ -629,18 +735,9 @@ answer_result(ppy_start *sr, PyObject *res)
         return send_sequence(sr, res);
     if ((it = PyObject_GetIter(res)) == NULL)
         return -1;
-    while ((item = PyIter_Next(it)) != NULL) {
-        rc = PyBytes_Check(item) && PyBytes_GET_SIZE(item) == 0 && sr->sent
-             ? 0 : send_chunk(sr, item);
-        Py_DECREF(item);
-        if (rc < 0)
-            break;
-    }
+    rc = stream(sr, it, res);
     Py_DECREF(it);
-    if (PyErr_Occurred() || start_stream(sr) < 0)
-        return -1;
-    (void)pp_http_end(sr->req);
-    return 0;
+    return rc;
 }
 
 /* The app failed (exception set): a 500, or, when half an answer is out
@@ -660,32 +757,58 @@ app_failed(ppy_http_site *s, ppy_start *sr, pp_http_request *req)
     }
 }
 
-/* --threads: the app runs on a handler thread and its body is collected
- * there (write() and the iterable, in order); the loop thread sends it. */
+/* --threads: the app runs on a handler thread, and so does the first
+ * THREAD_BODY bytes of its iterable (write() and the iterable, in order,
+ * kept in sr->buffer).  A body that ends within that is answered whole
+ * with a Content-Length; a longer one is sent from there on by the loop
+ * thread, which goes on iterating at the client's pace -- so an endless
+ * or huge stream never piles up on a thread.
+ *   job args: [0] environ, [1] start_response, [2] the iterator when the
+ *   body goes on, [3] the app's result (for close()) */
+#define THREAD_BODY (1 << 20)
+
 static void
 wsgi_run(ppy_http_job *j)
 {
     ppy_start *sr = (ppy_start *)j->args[1];
     PyObject *res = PyObject_CallFunctionObjArgs(j->site->app, j->args[0], sr, NULL);
     PyObject *it, *item;
+    Py_ssize_t size = 0;
 
     if (res == NULL)
         return;
-    if (PyObject_TypeCheck(res, (PyTypeObject *)j->site->file_wrapper) &&
+    if ((PyObject_TypeCheck(res, (PyTypeObject *)j->site->file_wrapper) ||
+         PyList_CheckExact(res) || PyTuple_CheckExact(res)) &&
         PyList_GET_SIZE(sr->buffer) == 0) {
-        j->result = res;         /* sendfile, from the loop thread */
+        j->result = res;         /* sendfile or one answer, by the loop thread */
         return;
     }
-    if ((it = PyObject_GetIter(res)) != NULL) {
-        while ((item = PyIter_Next(it)) != NULL) {
-            int rc = send_chunk(sr, item);
-            Py_DECREF(item);
-            if (rc < 0)
-                break;
-        }
-        Py_DECREF(it);
+    if ((it = PyObject_GetIter(res)) == NULL) {
+        Py_DECREF(res);
+        return;
     }
-    if (call_close(res) == 0 && !PyErr_Occurred())
+    while (size <= THREAD_BODY && (item = PyIter_Next(it)) != NULL) {
+        int rc = send_chunk(sr, item);
+        if (PyBytes_Check(item))
+            size += PyBytes_GET_SIZE(item);
+        Py_DECREF(item);
+        if (rc < 0)
+            break;
+    }
+    if (PyErr_Occurred()) {
+        Py_DECREF(it);
+        (void)call_close(res);
+        Py_DECREF(res);
+        return;
+    }
+    if (size > THREAD_BODY) {    /* it goes on: the loop thread streams it */
+        j->args[2] = it;
+        j->args[3] = res;
+        j->result = Py_NewRef(sr->buffer);
+        return;
+    }
+    Py_DECREF(it);
+    if (call_close(res) == 0)
         j->result = Py_NewRef(sr->buffer);
     Py_DECREF(res);
 }
@@ -695,26 +818,48 @@ wsgi_finish(ppy_http_job *j, int cancelled)
 {
     ppy_start *sr = (ppy_start *)j->args[1];
     PyObject *res = j->result;
+    Py_ssize_t i;
+    int ok;
 
     if (cancelled) {
         ppy_http_answer_text(j->req, 503, "503 Service Unavailable\n");
+        if (j->args[3] && call_close(j->args[3]) < 0)
+            PyErr_Clear();
         return;
     }
     Py_CLEAR(sr->buffer);        /* from here on, send */
     if (res == NULL) {
         PyErr_SetRaisedException(j->exc);
         j->exc = NULL;
-    } else if (PyList_CheckExact(res)) {
+        app_failed(j->site, sr, j->req);
+        return;
+    }
+    if (j->args[2] == NULL && PyList_CheckExact(res)) {
         if (send_sequence(sr, res) == 0)
             return;
-    } else {
-        int ok = answer_result(sr, res);
+        app_failed(j->site, sr, j->req);
+        return;
+    }
+    if (j->args[2] == NULL) {    /* a file wrapper or a tuple */
+        ok = answer_result(sr, res);
+        if (ok == 1)
+            return;              /* paused: closed when it ends */
         if (call_close(res) < 0)
             ok = -1;
-        if (ok == 0)
-            return;
+        if (ok < 0)
+            app_failed(j->site, sr, j->req);
+        return;
     }
-    app_failed(j->site, sr, j->req);
+    /* What the thread collected, then the rest at the client's pace. */
+    ok = 0;
+    for (i = 0; i < PyList_GET_SIZE(res) && ok == 0; i++)
+        ok = send_chunk(sr, PyList_GET_ITEM(res, i)) < 0 ? -1 : 0;
+    if (ok == 0 && (ok = stream(sr, j->args[2], j->args[3])) == 1)
+        return;                  /* paused: closed when it ends */
+    if (call_close(j->args[3]) < 0)
+        ok = -1;
+    if (ok < 0)
+        app_failed(j->site, sr, j->req);
 }
 
 void
@@ -750,6 +895,8 @@ ppy_wsgi_call(ppy_http_site *s, pp_http_conn *hc, pp_http_request *req)
     if ((res = PyObject_CallFunctionObjArgs(s->app, env, sr, NULL)) == NULL)
         goto failed;
     ok = answer_result(sr, res);
+    if (ok == 1)
+        goto out;                /* paused: closed when it ends */
     if (call_close(res) < 0)
         ok = -1;
     if (ok == 0)

@@ -660,10 +660,22 @@ http_close(pp_conn *c, int err)
     pp__http_cut_loose(hc);
 }
 
+/* The output drained to the low-water mark: a streamed answer that was
+ * told to stop (pp_http_send returned 1) may go on. */
+static void
+http_resume_writing(pp_conn *c)
+{
+    pp_http_conn *hc = pp_conn_data(c);
+
+    if (hc && !(hc->flags & HC_CLOSED) && hc->g->h->on_writable)
+        hc->g->h->on_writable(hc);
+}
+
 const pp_conn_handler pp_http_conn_handler = {
     .on_open = http_open,
     .on_read = http_read,
     .on_eof = http_eof,
+    .on_resume_writing = http_resume_writing,
     .on_close = http_close,
 };
 

@@ -135,6 +135,10 @@ typedef struct pp_http_handler {
      * runs before the requests still held are cut loose. */
     void (*on_open)(pp_http_conn *hc);
     void (*on_close)(pp_http_conn *hc, int err);
+    /* The connection's output drained to its low-water mark after
+     * pp_http_send() returned 1: a streamed answer may go on (may be
+     * NULL). */
+    void (*on_writable)(pp_http_conn *hc);
 } pp_http_handler;
 
 struct pp_http_group {
