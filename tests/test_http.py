@@ -816,3 +816,45 @@ def test_threads_option_is_checked():
     r = subprocess.run(cmd, capture_output=True, text=True, cwd=support.TESTS_DIR,
                        env=support.child_env(), timeout=60)
     assert r.returncode == 2 and "--threads" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_access_log_format_string(tmp_path):
+    log = tmp_path / "access.log"
+    fmt = '%m %U%q %H %s %B %b %{X-Trace}i %Dus %Ts 100%%'
+    s = start(f"{APPS}:app", "--access-log", str(log), "--access-log-format", fmt,
+              workers=1)
+    try:
+        s.get("/sleep?s=0.3&tag=a", headers={"X-Trace": 'id "7"'})
+        c = s.conn()
+        c.request("HEAD", "/plaintext")
+        c.getresponse().read()
+        c.close()
+    finally:
+        r = s.stop()
+    r.assert_clean_exit(0)
+    slow, head = log.read_text().splitlines()
+    m = re.fullmatch(r'GET /sleep\?s=0\.3&tag=a HTTP/1\.1 200 7 7 id \\x227\\x22 (\d+)us '
+                     r'(\d+\.\d{3})s 100%', slow)
+    assert m, slow
+    assert 300_000 <= int(m.group(1)) < 5_000_000 and float(m.group(2)) >= 0.3, slow
+    assert re.fullmatch(r'HEAD /plaintext HTTP/1\.1 200 0 - - \d+us \d+\.\d{3}s 100%', head), head
+
+
+@pytest.mark.parametrize("fmt", ["%h %Z", "%{Referer", "%{}i", "50%"])
+def test_access_log_bad_format_is_one_clear_line(tmp_path, fmt):
+    cmd = [sys.executable, "-m", "pyparallel", "serve", f"{APPS}:app", "--bind",
+           "127.0.0.1:0", "--access-log", str(tmp_path / "log"), "--access-log-format", fmt]
+    r = subprocess.run(cmd, capture_output=True, text=True, cwd=support.TESTS_DIR,
+                       env=support.child_env(), timeout=60)
+    assert r.returncode != 0 and "unknown directive" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr, r.stderr
+
+
+def test_sigterm_right_after_start_drains_cleanly():
+    # The listening line comes before the main thread waits for signals: a
+    # SIGTERM at once must still mean "drain", never the default kill.
+    for _ in range(5):
+        s = start(f"{APPS}:app", workers=1)
+        r = s.stop()
+        r.assert_clean_exit(0)
+        assert "SIGTERM: draining" in r.stdout

@@ -41,7 +41,8 @@ typedef struct ppy_srv_shared {
     char *spec;                  /* SRV_HTTP: the app, "module:name" */
     char *server_name;
     int interface, debug, port;
-    int log_fd, log_format;       /* access log (-1: none) */
+    int log_fd;                   /* access log (-1: none) */
+    pp_http_log_format *log_format;
     int threads;                  /* handler threads per worker (1: none) */
     pp_http_static **statics;     /* --static mounts, shared by the workers */
     size_t nstatics;
@@ -61,6 +62,7 @@ shared_release(ppy_srv_shared *sh)
         size_t i;
         if (sh->log_fd > 2)
             close(sh->log_fd);
+        pp_http_log_format_free(sh->log_format);
         for (i = 0; i < sh->nstatics; i++)
             pp_http_static_free(sh->statics[i]);
         free(sh->statics);
@@ -471,14 +473,24 @@ http_config(ppy_srv_shared *sh, PyObject *d)
     sh->log_fd = -1;
     if ((v = PyDict_GetItemString(d, "access_log")) != NULL && v != Py_None) {
         PyObject *fmt = PyDict_GetItemString(d, "access_log_format");
+        const char *spec = fmt && PyUnicode_Check(fmt) ? PyUnicode_AsUTF8(fmt) : NULL, *bad;
+        int rc;
         if (!PyUnicode_Check(v) || (str = PyUnicode_AsUTF8(v)) == NULL) {
             if (!PyErr_Occurred())
                 PyErr_SetString(PyExc_TypeError, "access_log must be a path or '-'");
             return -1;
         }
-        sh->log_format = fmt && PyUnicode_Check(fmt) &&
-                         PyUnicode_CompareWithASCIIString(fmt, "combined") == 0
-                         ? PP_HTTP_LOG_COMBINED : PP_HTTP_LOG_COMMON;
+        if (PyErr_Occurred())
+            return -1;
+        if ((rc = pp_http_log_format_new(&sh->log_format, spec, &bad)) < 0) {
+            if (rc == -EINVAL)
+                PyErr_Format(PyExc_ValueError, "access log format %R: unknown directive at "
+                             "'%.10s' (known: %%h %%l %%u %%t %%r %%m %%U %%q %%H %%s %%b %%B "
+                             "%%D %%T %%{Header}i %%%%, or 'common' / 'combined')", fmt, bad);
+            else
+                PyErr_NoMemory();
+            return -1;
+        }
         if (strcmp(str, "-") == 0)
             sh->log_fd = 1;
         else if ((sh->log_fd = open(str, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644)) < 0) {

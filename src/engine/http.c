@@ -4,6 +4,7 @@
 #include "http_internal.h"
 #include "pp_http_static.h"
 #include "pp_queue.h"
+#include "pp_sync.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -431,6 +432,8 @@ dispatch(pp_http_conn *hc, req *r)
     g->stats.requests++;
     if (hc->inflight > g->stats.pipelined_max)
         g->stats.pipelined_max = hc->inflight;
+    if (g->log_fd >= 0)
+        r->t0 = pp_now_ns();
     r->refs++;                   /* the owner may answer and pop it */
     if (!serve_static(g, &r->pub))
         g->h->on_request(hc, &r->pub);

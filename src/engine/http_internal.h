@@ -41,6 +41,7 @@ typedef struct req {
     int in_trailers;
     int expect_continue;
     size_t head_len;
+    uint64_t t0;                 /* pp_now_ns() at dispatch (access log on) */
     char head[];                 /* the head, copied */
 } req;
 
@@ -81,6 +82,13 @@ struct pp_http_conn {
 void pp__http_error(pp_http_conn *hc, int status);
 /* Drops one reference; the last frees the request. */
 void pp__http_unref(req *r);
+
+/* "Jan".."Dec" (http_response.c). */
+extern const char pp__http_months[12][4];
+
+/* Appends the access-log line for r's answer to its group's buffer
+ * (http_log.c); length -1 when not known (streamed). */
+void pp__http_log_answer(pp_http_conn *hc, req *r, int status, int64_t length);
 /* Sends what the head of the line has, pops what is answered, and closes
  * or goes back to reading as the line allows. */
 void pp__http_advance(pp_http_conn *hc);

@@ -65,7 +65,7 @@ pp_http_reason(int status)
 /* ---- the cached date ------------------------------------------------------------ */
 
 static const char days[7][4] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
-static const char months[12][4] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+const char pp__http_months[12][4] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
                                    "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
 
 void
@@ -75,7 +75,7 @@ pp_http_format_date(time_t t, char buf[32])
 
     gmtime_r(&t, &tm);
     snprintf(buf, 32, "%s, %02d %s %04d %02d:%02d:%02d GMT",
-             days[tm.tm_wday], tm.tm_mday, months[tm.tm_mon],
+             days[tm.tm_wday], tm.tm_mday, pp__http_months[tm.tm_mon],
              tm.tm_year + 1900, tm.tm_hour, tm.tm_min, tm.tm_sec);
 }
 
@@ -91,116 +91,6 @@ pp_http_date_now(void)
         last = now;
     }
     return buf;
-}
-
-/* ---- the access log ------------------------------------------------------------ */
-
-#define LOG_FLUSH_AT 32768
-
-void
-pp_http_group_flush(pp_http_group *g)
-{
-    size_t off = 0;
-
-    if (g->loop)
-        pp_timer_stop(g->loop, &g->log_timer);
-    while (g->log_fd >= 0 && off < g->log.len) {
-        ssize_t n = write(g->log_fd, g->log.data + off, g->log.len - off);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            break;               /* a full disk loses lines, not requests */
-        off += (size_t)n;
-    }
-    g->log.len = 0;
-}
-
-static void
-log_fired(pp_loop *loop, pp_timer *t)
-{
-    (void)loop;
-    pp_http_group_flush(t->data);
-}
-
-void
-pp_http_group_set_log(pp_http_group *g, pp_loop *loop, int fd, int format)
-{
-    g->log_fd = fd;
-    g->log_combined = format == PP_HTTP_LOG_COMBINED;
-    g->loop = loop;
-}
-
-/* Bytes for the log: quotes, backslashes and control or non-ASCII bytes
- * escaped as \xHH, so no request can forge a line. */
-static void
-log_escaped(pp_buf *b, const char *p, size_t n)
-{
-    size_t i;
-
-    for (i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)p[i];
-        if (c == '"' || c == '\\' || c < 0x20 || c >= 0x7f) {
-            char esc[5];
-            snprintf(esc, sizeof esc, "\\x%02x", c);
-            (void)pp_buf_put(b, esc, 4);
-        } else {
-            (void)pp_buf_put_u8(b, c);
-        }
-    }
-}
-
-static void
-log_quoted(pp_buf *b, const char *p, size_t n)
-{
-    (void)pp_buf_put_u8(b, '"');
-    log_escaped(b, p, n);
-    (void)pp_buf_put_u8(b, '"');
-}
-
-static void
-log_answer(pp_http_conn *hc, req *r, int status, int64_t length)
-{
-    pp_http_group *g = hc->g;
-    pp_http_request *q = &r->pub;
-    char head[160];
-    time_t now = time(NULL);
-    struct tm tm;
-    int n;
-
-    gmtime_r(&now, &tm);
-    n = snprintf(head, sizeof head, "%s - - [%02d/%s/%04d:%02d:%02d:%02d +0000] ",
-                 pp_http_conn_peer(hc, NULL), tm.tm_mday, months[tm.tm_mon],
-                 tm.tm_year + 1900, tm.tm_hour, tm.tm_min, tm.tm_sec);
-    (void)pp_buf_put(&g->log, head, (size_t)n);
-    if (q->method_len) {
-        (void)pp_buf_put_u8(&g->log, '"');
-        log_escaped(&g->log, q->method, q->method_len);
-        (void)pp_buf_put_u8(&g->log, ' ');
-        log_escaped(&g->log, q->target, q->target_len);
-        n = snprintf(head, sizeof head, " HTTP/1.%d\"", q->version_minor);
-        (void)pp_buf_put(&g->log, head, (size_t)n);
-    } else {
-        (void)pp_buf_put(&g->log, "\"-\"", 3);
-    }
-    if (length >= 0)
-        n = snprintf(head, sizeof head, " %d %lld", status, (long long)length);
-    else
-        n = snprintf(head, sizeof head, " %d -", status);
-    (void)pp_buf_put(&g->log, head, (size_t)n);
-    if (g->log_combined) {
-        const pp_http_header *ref = pp_http_find(q, "referer", 7);
-        const pp_http_header *ua = pp_http_find(q, "user-agent", 10);
-        (void)pp_buf_put_u8(&g->log, ' ');
-        log_quoted(&g->log, ref ? ref->value : "-", ref ? ref->value_len : 1);
-        (void)pp_buf_put_u8(&g->log, ' ');
-        log_quoted(&g->log, ua ? ua->value : "-", ua ? ua->value_len : 1);
-    }
-    (void)pp_buf_put_u8(&g->log, '\n');
-    if (g->log.len >= LOG_FLUSH_AT)
-        pp_http_group_flush(g);
-    else if (g->loop && !pp_timer_active(&g->log_timer))
-        (void)pp_timer_start(g->loop, &g->log_timer, 1000 * PP_NS_PER_MS, 0,
-                             log_fired, g);
 }
 
 /* ---- requests' memory ------------------------------------------------------------ */
@@ -515,7 +405,7 @@ pp_http_respond(pp_http_request *pub, const pp_http_response *resp)
     }
     hc->g->stats.responses++;
     if (hc->g->log_fd >= 0)
-        log_answer(hc, r, status, r->no_body ? 0 : length);
+        pp__http_log_answer(hc, r, status, r->no_body ? 0 : length);
     hc->g->stats.status[status / 100 <= 5 ? status / 100 : 5]++;
 
     if (r->no_body) {

@@ -60,6 +60,7 @@
 typedef struct pp_http_group pp_http_group;
 typedef struct pp_http_conn pp_http_conn;
 typedef struct pp_http_request pp_http_request;
+typedef struct pp_http_log_format pp_http_log_format;
 
 typedef struct pp_http_config {
     size_t max_line;             /* request line (8 KiB): 414 */
@@ -153,7 +154,7 @@ struct pp_http_group {
     pp_link list;
     size_t server_len;
     int log_fd;                  /* access log, or -1 */
-    int log_combined;
+    const pp_http_log_format *log_format;
     pp_buf log;                  /* lines not yet written */
     pp_timer log_timer;
     pp_loop *loop;
@@ -163,15 +164,29 @@ struct pp_http_group {
 
 /* ---- the access log --------------------------------------------------------- */
 
-/* Access log formats. */
-#define PP_HTTP_LOG_COMMON 0     /* host - - [date] "request" status bytes */
-#define PP_HTTP_LOG_COMBINED 1   /* ... "referer" "user-agent" */
+/* Compiles an access-log line format: "common" (%h %l %u %t "%r" %s %b),
+ * "combined" (common + "%{Referer}i" "%{User-Agent}i"), or text with
+ * Apache/gunicorn-style directives:
+ *   %h client address   %l %u "-"          %t [10/Oct/2000:13:55:36 +0000]
+ *   %r request line     %m method  %U path  %q ?query (or "")  %H protocol
+ *   %s status           %b bytes ("-" when 0 or unknown)  %B bytes (0)
+ *   %D microseconds from the request's dispatch to its answer
+ *   %T the same in seconds (with 3 decimals)   %{Name}i a request header
+ *   %% a percent sign
+ * Client bytes are written with quotes, backslashes, control and non-ASCII
+ * bytes as \xHH, so no request can forge a field or a line.  Returns 0, or
+ * -EINVAL with *bad at the directive it does not know, or -ENOMEM. */
+int pp_http_log_format_new(pp_http_log_format **out, const char *spec,
+                           const char **bad);
+void pp_http_log_format_free(pp_http_log_format *f);
 
-/* Logs every answer to fd (not owned; opened O_APPEND by the caller).
- * Lines are formatted into the group's buffer -- nothing is shared
- * between groups, so no lock -- and written with one write(2) when it
- * holds 32 KiB, once a second, and at pp_http_group_flush(). */
-void pp_http_group_set_log(pp_http_group *g, pp_loop *loop, int fd, int format);
+/* Logs every answer to fd (not owned; opened O_APPEND by the caller) in
+ * format f (not owned; may be shared by groups).  Lines are formatted
+ * into the group's buffer -- nothing is shared between groups, so no lock
+ * -- and written with one write(2) when it holds 32 KiB, a second after
+ * its first line, and at pp_http_group_flush(). */
+void pp_http_group_set_log(pp_http_group *g, pp_loop *loop, int fd,
+                           const pp_http_log_format *f);
 
 /* Writes what the access log holds and stops its timer (before the group
  * goes). */

@@ -302,8 +302,8 @@ def start(app, spec, *, binds=("127.0.0.1:8000",), interface=None,
     config = config or HTTPConfig()
     shared = app._build_shared() if isinstance(app, App) else None
     settings = {k: getattr(config, k) for k in HTTPConfig.FIELDS}
-    if access_log_format not in ("common", "combined"):
-        raise ValueError("access_log_format must be 'common' or 'combined'")
+    if not isinstance(access_log_format, str):
+        raise TypeError("access_log_format must be 'common', 'combined' or a format string")
     settings.update(app=spec, interface=interface, debug=bool(debug),
                     server=server_name, access_log=access_log,
                     access_log_format=access_log_format,

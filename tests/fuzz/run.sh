@@ -23,7 +23,7 @@ san=(-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -g -O1)
 uring=()
 [[ -f /usr/include/liburing.h ]] && uring=(-DPP_HAVE_URING -luring)
 clang -std=c11 -D_GNU_SOURCE "${san[@]}" -Isrc/engine -I"$llinc" \
-  tests/fuzz/fuzz_http.c src/engine/{arena,buf,queue,sync,thread,loop,net,conn,conn_write,accept,http,http_response,http_static}.c \
+  tests/fuzz/fuzz_http.c src/engine/{arena,buf,queue,sync,thread,loop,net,conn,conn_write,accept,http,http_response,http_log,http_static}.c \
   "$llsrc"/{api,http,llhttp}.c -w -pthread "${uring[@]}" -o "$out/fuzz_http"
 work=$(mktemp -d)
 cp tests/fuzz/corpus/* "$work/"
