@@ -7,6 +7,7 @@ app, a port in use) print one line and exit 2 or 1.
 
 import argparse
 import os
+import signal
 import sys
 
 from ._http import HTTPConfig, cpu_count
@@ -103,8 +104,12 @@ def _parser():
     s.add_argument("--access-log", metavar="PATH", default=None,
                    help="log every answer to PATH ('-': standard output); "
                         "off when not given")
-    s.add_argument("--access-log-format", choices=("common", "combined"),
-                   default="common", help="the access log's line format")
+    s.add_argument("--access-log-format", default="common", metavar="FORMAT",
+                   help="the access log's lines: common, combined, or a format "
+                        "of %%h (client) %%t (time) %%r (request line) %%m %%U "
+                        "%%q %%H %%s (status) %%b/%%B (bytes) %%D (microseconds) "
+                        "%%T (seconds) %%{Header}i %%l %%u %%%% (gunicorn's, "
+                        "Apache's)")
     s.add_argument("--debug", action="store_true",
                    help="send a handler's traceback in its 500 answer (never in production)")
     s.add_argument("--server-header", default="pyparallel",
@@ -119,6 +124,7 @@ def _fail(msg, code=1):
 
 def serve_main(args):
     from . import _api, _http, _io
+    from . import _pyparallel as _pp
 
     # Like gunicorn: the current directory is importable.
     if os.getcwd() not in sys.path:
@@ -143,6 +149,16 @@ def serve_main(args):
         head_timeout=args.head_timeout, body_timeout=args.body_timeout,
         keepalive_timeout=args.keepalive_timeout, send_timeout=args.send_timeout)
     _api.configure(workers=args.workers)
+    # From here on a SIGTERM or Ctrl-C means "drain": caught now, so one
+    # that comes while the workers start (or just after the listening line,
+    # before run() waits) is not the default action's kill.
+    signalled = []
+
+    def on_signal(signum, frame):
+        signalled.append(signal.Signals(signum).name)
+        _pp.stop()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         servers = _http.start(app, spec, binds=args.bind or ["127.0.0.1:8000"],
                               interface=interface, config=config,
@@ -164,6 +180,10 @@ def serve_main(args):
               f"{args.workers} worker{'s' if args.workers != 1 else ''}",
               flush=True)
     how = _io.run()
+    if signalled:
+        how = signalled[0]
+    for sig, handler in previous.items():
+        signal.signal(sig, handler)
     print(f"pyparallel serve: {how}: draining (at most "
           f"{args.graceful_timeout:g} s)", flush=True)
     _http.drain(servers, args.graceful_timeout)
