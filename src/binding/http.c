@@ -92,7 +92,7 @@ request_new(ppy_http_site *s, pp_http_request *req, PyObject *path)
     pp_http_hold(req);
     r->req = req;
     r->site = s;
-    r->path = Py_NewRef(path);
+    r->path = Py_XNewRef(path);  /* NULL: made when asked for */
     r->headers = r->body = r->query_params = NULL;
     PyObject_GC_Track(r);
     return (PyObject *)r;
@@ -149,6 +149,9 @@ static PyObject *
 req_path(ppy_request *r, void *c)
 {
     (void)c;
+    if (r->path == NULL &&
+        (r->path = ppy_http_decode_path(r->req->path, r->req->path_len, 0)) == NULL)
+        return NULL;
     return Py_NewRef(r->path);
 }
 
@@ -301,8 +304,9 @@ req_keep_alive(ppy_request *r, void *c)
 static PyObject *
 req_repr(ppy_request *r)
 {
-    return PyUnicode_FromFormat("<pyparallel.http.Request %.*s %U>",
-                                (int)r->req->method_len, r->req->method, r->path);
+    return PyUnicode_FromFormat("<pyparallel.http.Request %.*s %.*s>",
+                                (int)r->req->method_len, r->req->method,
+                                (int)r->req->path_len, r->req->path);
 }
 
 static PyGetSetDef request_getset[] = {
@@ -562,6 +566,22 @@ open_file(PyObject *path, pp_http_response *r)
     return 0;
 }
 
+/* A Response's or FileResponse's field (new reference): read from its
+ * slot when v is exactly that class (the offsets found at site set-up),
+ * else looked up by its interned name (a subclass may make it a
+ * property). */
+static PyObject *
+field(ppy_http_site *s, PyObject *v, const Py_ssize_t *off, int i)
+{
+    if (off[i] >= 0 && (Py_TYPE(v) == (PyTypeObject *)s->response_type ||
+                        Py_TYPE(v) == (PyTypeObject *)s->file_type)) {
+        PyObject *x = *(PyObject **)((char *)v + off[i]);
+        if (x)
+            return Py_NewRef(x);
+    }
+    return PyObject_GetAttr(v, s->names[i]);
+}
+
 /* Turns a handler's return value into the answer to req.  Returns 0, or
  * -1 with an exception set (nothing answered). */
 static int
@@ -576,7 +596,8 @@ answer_value(ppy_http_site *s, pp_http_request *req, PyObject *v)
     pp_http_response_init(&r, 200);
     is_file = PyObject_TypeCheck(v, (PyTypeObject *)s->file_type);
     if (is_file || PyObject_TypeCheck(v, (PyTypeObject *)s->response_type)) {
-        PyObject *st = PyObject_GetAttrString(v, "status"), *h;
+        const Py_ssize_t *off = is_file ? s->file_off : s->resp_off;
+        PyObject *st = field(s, v, off, F_STATUS), *h;
         long n;
         if (st == NULL)
             goto done;
@@ -589,17 +610,17 @@ answer_value(ppy_http_site *s, pp_http_request *req, PyObject *v)
             goto done;
         }
         status = (int)n;
-        if ((h = PyObject_GetAttrString(v, "headers")) == NULL)
+        if ((h = field(s, v, off, F_HEADERS)) == NULL)
             goto done;
         rc = ppy_http_header_lines(h, &hdrs, &has_type);
         Py_DECREF(h);
         if (rc < 0)
             goto done;
         rc = -1;
-        if ((ct_obj = PyObject_GetAttrString(v, "content_type")) == NULL)
+        if ((ct_obj = field(s, v, off, F_CONTENT_TYPE)) == NULL)
             goto done;
         if (is_file) {
-            PyObject *path = PyObject_GetAttrString(v, "path");
+            PyObject *path = field(s, v, off, F_PATH);
             if (path == NULL)
                 goto done;
             rc = open_file(path, &r);
@@ -608,7 +629,7 @@ answer_value(ppy_http_site *s, pp_http_request *req, PyObject *v)
                 goto done;
             rc = -1;
             body = NULL;
-        } else if ((body = PyObject_GetAttrString(v, "body")) == NULL) {
+        } else if ((body = field(s, v, off, F_BODY)) == NULL) {
             goto done;
         }
     } else {
@@ -650,6 +671,59 @@ done:
     Py_XDECREF(ct_obj);
     pp_buf_free(&hdrs);
     return rc;
+}
+
+/* ---- exact routes by raw path ---------------------------------------------------- */
+
+static int
+route_cmp(const void *a, const void *b)
+{
+    const ppy_http_route *x = a, *y = b;
+
+    if (x->len != y->len)
+        return x->len < y->len ? -1 : 1;
+    return memcmp(x->path, y->path, x->len);
+}
+
+/* The exact routes by their raw bytes, for paths that need no decoding
+ * (no '%'): found with one bsearch, no str made, nothing hashed.  Keys
+ * that are not ASCII stay with the dict. */
+static int
+routes_init(ppy_http_site *s)
+{
+    Py_ssize_t pos = 0, n = 0;
+    PyObject *k, *v;
+
+    if ((s->routes = calloc((size_t)PyDict_GET_SIZE(s->exact) + 1, sizeof(*s->routes))) == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    while (PyDict_Next(s->exact, &pos, &k, &v)) {
+        Py_ssize_t len;
+        const char *p;
+        if (!PyUnicode_Check(k) || !PyUnicode_IS_ASCII(k))
+            continue;
+        p = PyUnicode_AsUTF8AndSize(k, &len);
+        if (p == NULL)
+            return -1;
+        if (memchr(p, '%', (size_t)len))
+            continue;
+        s->routes[n++] = (ppy_http_route){p, (size_t)len, v};
+    }
+    s->nroutes = (size_t)n;
+    qsort(s->routes, s->nroutes, sizeof(*s->routes), route_cmp);
+    return 0;
+}
+
+static PyObject *
+route_of(ppy_http_site *s, const pp_http_request *req)
+{
+    ppy_http_route key = {req->path, req->path_len, NULL}, *found;
+
+    if (s->nroutes == 0 || memchr(req->path, '%', req->path_len))
+        return NULL;
+    found = bsearch(&key, s->routes, s->nroutes, sizeof(*s->routes), route_cmp);
+    return found ? found->handler : NULL;
 }
 
 /* ---- dispatch ----------------------------------------------------------------- */
@@ -695,13 +769,14 @@ native_finish(ppy_http_job *j, int cancelled)
 static void
 native_call(ppy_http_site *s, pp_http_request *req)
 {
-    PyObject *path = ppy_http_decode_path(req->path, req->path_len, 0), *handler, *kwargs = NULL;
+    PyObject *path = NULL, *handler = route_of(s, req), *kwargs = NULL;
     PyObject *request = NULL, *res = NULL;
 
-    if (path == NULL)
-        goto failed;
-    handler = PyDict_GetItemWithError(s->exact, path);
     if (handler) {
+        Py_INCREF(handler);      /* the path is made only if asked for */
+    } else if ((path = ppy_http_decode_path(req->path, req->path_len, 0)) == NULL) {
+        goto failed;
+    } else if ((handler = PyDict_GetItemWithError(s->exact, path)) != NULL) {
         Py_INCREF(handler);
     } else if (PyErr_Occurred()) {
         goto failed;
@@ -747,7 +822,7 @@ native_call(ppy_http_site *s, pp_http_request *req)
         j->args[0] = handler;    /* the job's references now */
         j->args[1] = kwargs;
         j->args[2] = request;
-        Py_DECREF(path);
+        Py_XDECREF(path);
         (void)ppy_http_threads_submit(s, j);
         return;
     }
@@ -758,7 +833,7 @@ native_call(ppy_http_site *s, pp_http_request *req)
         goto failed;
     Py_DECREF(res);
     Py_DECREF(request);
-    Py_DECREF(path);
+    Py_XDECREF(path);
     return;
 failed:
     Py_XDECREF(res);
@@ -811,6 +886,43 @@ const pp_http_handler ppy_http_handler = {
 
 /* ---- the site ------------------------------------------------------------------ */
 
+static const char *const field_names[F_COUNT] = {"status", "headers", "content_type",
+                                                 "body", "path"};
+
+/* The slot offsets of a __slots__ class's fields (-1 for one it lacks). */
+static void
+slot_offsets(PyObject *type, Py_ssize_t *off)
+{
+    int i;
+
+    for (i = 0; i < F_COUNT; i++) {
+        PyObject *d = PyDict_GetItemString(((PyTypeObject *)type)->tp_dict, field_names[i]);
+        off[i] = -1;
+        if (d && Py_IS_TYPE(d, &PyMemberDescr_Type)) {
+            PyMemberDef *m = ((PyMemberDescrObject *)d)->d_member;
+            if (m->type == Py_T_OBJECT_EX)
+                off[i] = m->offset;
+        }
+    }
+}
+
+static int
+fields_init(ppy_http_site *s)
+{
+    int i;
+
+    for (i = 0; i < F_COUNT; i++)
+        if ((s->names[i] = PyUnicode_InternFromString(field_names[i])) == NULL)
+            return -1;
+    if (!PyType_Check(s->response_type) || !PyType_Check(s->file_type)) {
+        PyErr_SetString(PyExc_SystemError, "Response and FileResponse must be classes");
+        return -1;
+    }
+    slot_offsets(s->response_type, s->resp_off);
+    slot_offsets(s->file_type, s->file_off);
+    return 0;
+}
+
 int
 ppy_http_site_init(ppy_http_site *s, ppy_lthread *lt, const char *spec,
                    int interface, PyObject *shared, int debug, int port)
@@ -845,7 +957,8 @@ ppy_http_site_init(ppy_http_site *s, ppy_lthread *lt, const char *spec,
         PyErr_SetString(PyExc_SystemError, "an app's exact routes must be a dict");
         goto done;
     }
-    if ((s->request_type = PyType_FromSpec(&request_spec)) == NULL)
+    if ((s->request_type = PyType_FromSpec(&request_spec)) == NULL ||
+        fields_init(s) < 0 || (interface == PPY_HTTP_NATIVE && routes_init(s) < 0))
         goto done;
     if (interface == PPY_HTTP_WSGI && ppy_wsgi_site_init(s) < 0)
         goto done;
@@ -859,7 +972,14 @@ done:
 void
 ppy_http_site_clear(ppy_http_site *s)
 {
+    int i;
+
     ppy_http_threads_stop(s);
+    free(s->routes);             /* points into exact's keys */
+    s->routes = NULL;
+    s->nroutes = 0;
+    for (i = 0; i < F_COUNT; i++)
+        Py_CLEAR(s->names[i]);
     Py_CLEAR(s->app);
     Py_CLEAR(s->exact);
     Py_CLEAR(s->match);

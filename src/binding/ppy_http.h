@@ -19,6 +19,16 @@
 
 enum { PPY_HTTP_NATIVE = 0, PPY_HTTP_WSGI = 1 };
 
+/* The fields of Response and FileResponse the binding reads. */
+enum { F_STATUS, F_HEADERS, F_CONTENT_TYPE, F_BODY, F_PATH, F_COUNT };
+
+/* An exact route by its raw path (native sites). */
+typedef struct ppy_http_route {
+    const char *path;            /* the key's UTF-8, owned by exact */
+    size_t len;
+    PyObject *handler;           /* borrowed from exact */
+} ppy_http_route;
+
 typedef struct ppy_http_site {
     pp_http_group group;         /* group.data: this site */
     ppy_endpoint *ep;            /* the worker's endpoint (close hooks) */
@@ -41,6 +51,10 @@ typedef struct ppy_http_site {
     char server_port[8];
     uint64_t handler_errors;
     struct ppy_http_threads *threads;   /* --threads > 1, else NULL */
+    ppy_http_route *routes;      /* exact routes, sorted by (len, bytes) */
+    size_t nroutes;
+    PyObject *names[F_COUNT];    /* interned field names */
+    Py_ssize_t resp_off[F_COUNT], file_off[F_COUNT];   /* slot offsets, or -1 */
 } ppy_http_site;
 
 /* ---- handler threads (hthreads.c) ------------------------------------------ */

@@ -322,11 +322,13 @@ build_head(pp_http_conn *hc, req *r, const pp_http_response *resp,
 {
     pp_http_group *g = hc->g;
     size_t pos = 0;
-    char line[64];
-    int n;
+    char line[32] = "HTTP/1.1 000 ";
+    int st = resp->status;
 
-    n = snprintf(line, sizeof line, "HTTP/1.1 %03d ", resp->status);
-    if (PUTN(line, (size_t)n) || PUTS(pp_http_reason(resp->status)) ||
+    line[9] = (char)('0' + st / 100);
+    line[10] = (char)('0' + st / 10 % 10);
+    line[11] = (char)('0' + st % 10);
+    if (PUTN(line, 13) || PUTS(pp_http_reason(resp->status)) ||
         PUTN("\r\nServer: ", 10) || PUTN(g->cfg.server, g->server_len) ||
         PUTN("\r\nDate: ", 8) || PUTN(pp_http_date_now(), 29) ||
         PUTN("\r\n", 2))
@@ -336,8 +338,16 @@ build_head(pp_http_conn *hc, req *r, const pp_http_response *resp,
          PUTN(resp->content_type, resp->content_type_len) || PUTN("\r\n", 2)))
         return -1;
     if (length >= 0) {
-        n = snprintf(line, sizeof line, "Content-Length: %lld\r\n", (long long)length);
-        if (PUTN(line, (size_t)n))
+        /* Digits from the right: no printf on every answer. */
+        char *end = line + sizeof line, *d = end;
+        uint64_t v = (uint64_t)length;
+        *--d = '\n';
+        *--d = '\r';
+        do {
+            *--d = (char)('0' + v % 10);
+            v /= 10;
+        } while (v);
+        if (PUTN("Content-Length: ", 16) || PUTN(d, (size_t)(end - d)))
             return -1;
     } else if (r->chunked_out && PUTS("Transfer-Encoding: chunked\r\n")) {
         return -1;
