@@ -502,6 +502,27 @@ done:
 #define CT_HTML "text/html; charset=utf-8"
 #define CT_JSON "application/json"
 
+/* v as JSON text: the stdlib's C encoder called directly (no
+ * JSONEncoder.encode per answer), its chunks joined. */
+static PyObject *
+to_json(ppy_http_site *s, PyObject *v)
+{
+    PyObject *args[2] = {v, s->zero}, *chunks, *r;
+
+    if ((chunks = PyObject_Vectorcall(s->encode_json, args, 2, NULL)) == NULL)
+        return NULL;
+    if (PyTuple_CheckExact(chunks) && PyTuple_GET_SIZE(chunks) == 1 &&
+        PyUnicode_CheckExact(PyTuple_GET_ITEM(chunks, 0))) {
+        r = Py_NewRef(PyTuple_GET_ITEM(chunks, 0));
+    } else {
+        PyObject *empty = PyUnicode_FromStringAndSize("", 0);
+        r = empty ? PyUnicode_Join(empty, chunks) : NULL;
+        Py_XDECREF(empty);
+    }
+    Py_DECREF(chunks);
+    return r;
+}
+
 /* Sets the body and default content type for a plain value.  obj_out
  * keeps alive what the body points into.  Returns 0, or -1. */
 static int
@@ -514,7 +535,7 @@ plain_body(ppy_http_site *s, PyObject *v, pp_http_response *r, const char **ct,
         *ct = CT_HTML;
     } else if (PyDict_Check(v) || PyList_Check(v) || PyTuple_Check(v) ||
                PyObject_TypeCheck(v, &PyDict_Type)) {
-        PyObject *j = PyObject_CallOneArg(s->encode_json, v);
+        PyObject *j = to_json(s, v);
         if (j == NULL)
             return -1;
         *ct = CT_JSON;
@@ -525,7 +546,7 @@ plain_body(ppy_http_site *s, PyObject *v, pp_http_response *r, const char **ct,
     } else if (PyObject_TypeCheck(v, (PyTypeObject *)&PyDict_Type) == 0 &&
                PyMapping_Check(v) && PyObject_HasAttrString(v, "keys")) {
         /* A FrozenMap or another Mapping: JSON too. */
-        PyObject *j = PyObject_CallOneArg(s->encode_json, v);
+        PyObject *j = to_json(s, v);
         if (j == NULL)
             return -1;
         *ct = CT_JSON;
@@ -951,6 +972,8 @@ ppy_http_site_init(ppy_http_site *s, ppy_lthread *lt, const char *spec,
     s->exact = Py_NewRef(PyTuple_GET_ITEM(site, 1));
     s->match = Py_NewRef(PyTuple_GET_ITEM(site, 2));
     s->encode_json = Py_NewRef(PyTuple_GET_ITEM(site, 3));
+    if ((s->zero = PyLong_FromLong(0)) == NULL)
+        goto done;
     s->response_type = Py_NewRef(PyTuple_GET_ITEM(site, 4));
     s->file_type = Py_NewRef(PyTuple_GET_ITEM(site, 5));
     if (interface == PPY_HTTP_NATIVE && !PyDict_Check(s->exact)) {
@@ -984,6 +1007,7 @@ ppy_http_site_clear(ppy_http_site *s)
     Py_CLEAR(s->exact);
     Py_CLEAR(s->match);
     Py_CLEAR(s->encode_json);
+    Py_CLEAR(s->zero);
     Py_CLEAR(s->response_type);
     Py_CLEAR(s->file_type);
     Py_CLEAR(s->request_type);

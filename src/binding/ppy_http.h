@@ -38,7 +38,8 @@ typedef struct ppy_http_site {
     PyObject *app;               /* pyparallel.http.App, or the WSGI callable */
     PyObject *exact;             /* native: {path: handler} */
     PyObject *match;             /* native: app._match(path) -> (handler, kwargs) | None */
-    PyObject *encode_json;       /* json.JSONEncoder(...).encode */
+    PyObject *encode_json;       /* encode(obj, 0) -> chunks of JSON text */
+    PyObject *zero;              /* 0, its second argument */
     PyObject *response_type;     /* pyparallel.http.Response */
     PyObject *file_type;         /* pyparallel.http.FileResponse */
     PyObject *request_type;      /* the Request type of this interpreter */

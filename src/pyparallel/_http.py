@@ -218,6 +218,19 @@ def detect_interface(app):
                     "callable")
 
 
+def _json_encoder():
+    """encode(obj, 0) -> chunks of compact JSON: the stdlib's C encoder
+    (json.encoder.c_make_encoder, as JSONEncoder(separators=(",", ":"))
+    makes it, without the circular-reference check: a cycle ends in
+    RecursionError, a 500), or JSONEncoder.encode where _json is missing."""
+    from json import encoder as je
+    e = json.JSONEncoder(separators=(",", ":"))
+    if je.c_make_encoder is None:
+        return lambda obj, _level: (e.encode(obj),)
+    return je.c_make_encoder(None, e.default, je.encode_basestring_ascii, None,
+                             ":", ",", False, False, True)
+
+
 def _worker_site(spec, interface, shared):
     """In a worker: load the app by name and give the C site what it
     needs: (app, exact routes, matcher, JSON encoder, Response,
@@ -225,7 +238,7 @@ def _worker_site(spec, interface, shared):
     from . import _worker
     mod, _, attr = spec.partition(":")
     app = _worker.resolve(mod, attr)
-    encode = json.JSONEncoder(separators=(",", ":")).encode
+    encode = _json_encoder()
     if interface == "native":
         if not isinstance(app, App):
             raise TypeError(f"{spec} is not a pyparallel.http.App (use "
