@@ -476,11 +476,19 @@ start_request(pp_http_conn *hc, const char *p, size_t len)
     hc->inflight++;
     hc->parsing = r;
 
+    /* Every head is parsed from a fresh parser: nothing the last message
+     * said (a "Connection: close" in its trailers, an error) carries over
+     * into how this one is read. */
+    llhttp_reset(&hc->parser);
     err = llhttp_execute(&hc->parser, r->head, len);
     if (err == HPE_PAUSED) {
         llhttp_resume(&hc->parser);
     } else if (err != HPE_OK) {
         pp__http_error(hc, parse_status(hc, err));
+        return -1;
+    }
+    if (r->pub.method_len == 0 || r->pub.target_len == 0) {
+        pp__http_error(hc, 400);  /* the head did not hold a request line */
         return -1;
     }
     {
