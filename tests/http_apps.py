@@ -117,7 +117,7 @@ def wsgi_app(environ, start_response):
     if path == "/env":
         keys = ["REQUEST_METHOD", "PATH_INFO", "QUERY_STRING", "SERVER_PROTOCOL",
                 "CONTENT_TYPE", "CONTENT_LENGTH", "HTTP_X_CUSTOM", "REMOTE_ADDR",
-                "SCRIPT_NAME", "wsgi.url_scheme"]
+                "SCRIPT_NAME", "wsgi.url_scheme", "wsgi.multithread", "HTTP_USER_AGENT"]
         body = json.dumps({k: environ.get(k) for k in keys}).encode()
         start_response("200 OK", [("Content-Type", "application/json")])
         return [body]

@@ -352,12 +352,19 @@ def test_a_thousand_keep_alive_clients(native):
 
 
 def test_wsgi_environ_and_bodies(wsgi):
-    r, body = wsgi.get("/env?q=1", headers={"X-Custom": "c", "Content-Type": "text/x"})
+    r, body = wsgi.get("/env?q=1", headers={"X-Custom": "c", "Content-Type": "text/x",
+                                            "User-Agent": "t/1"})
     env = json.loads(body)
     assert env == {"REQUEST_METHOD": "GET", "PATH_INFO": "/env", "QUERY_STRING": "q=1",
                    "SERVER_PROTOCOL": "HTTP/1.1", "CONTENT_TYPE": "text/x",
                    "CONTENT_LENGTH": None, "HTTP_X_CUSTOM": "c", "REMOTE_ADDR": "127.0.0.1",
-                   "SCRIPT_NAME": "", "wsgi.url_scheme": "http"}
+                   "SCRIPT_NAME": "", "wsgi.url_scheme": "http",
+                   "wsgi.multithread": wsgi.threads > 1, "HTTP_USER_AGENT": "t/1"}
+    # Repeated headers are joined with commas (PEP 3333, RFC 9110 5.3).
+    out = wsgi.raw(b"PATCH /env HTTP/1.0\r\nX-Custom: a\r\nx-custom: b\r\n\r\n")
+    env = json.loads(out.split(b"\r\n\r\n", 1)[1])
+    assert env["HTTP_X_CUSTOM"] == "a,b" and env["REQUEST_METHOD"] == "PATCH"
+    assert env["SERVER_PROTOCOL"] == "HTTP/1.0" and env["QUERY_STRING"] == ""
     c = wsgi.conn()
     big = os.urandom(3 << 20)               # past the 1 MiB spill: read from a file
     c.request("POST", "/upload", body=big)

@@ -166,6 +166,11 @@ ppy_http_threads_start(ppy_http_site *s, int n)
         return -1;
     }
     s->threads = p;
+    /* PEP 3333: the app may now be called by two threads at once. */
+    if (s->environ_base && PyDict_SetItemString(s->environ_base, "wsgi.multithread", Py_True) < 0) {
+        ppy_http_threads_stop(s);
+        return -1;
+    }
     for (i = 0; i < n; i++) {
         hthread *t = &p->t[i];
         t->pool = p;

@@ -1003,6 +1003,7 @@ ppy_http_site_clear(ppy_http_site *s)
     s->nroutes = 0;
     for (i = 0; i < F_COUNT; i++)
         Py_CLEAR(s->names[i]);
+    ppy_wsgi_site_clear(s);
     Py_CLEAR(s->app);
     Py_CLEAR(s->exact);
     Py_CLEAR(s->match);

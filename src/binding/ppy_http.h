@@ -22,6 +22,12 @@ enum { PPY_HTTP_NATIVE = 0, PPY_HTTP_WSGI = 1 };
 /* The fields of Response and FileResponse the binding reads. */
 enum { F_STATUS, F_HEADERS, F_CONTENT_TYPE, F_BODY, F_PATH, F_COUNT };
 
+/* environ keys and values a WSGI site makes once (wsgi.c). */
+enum { W_REQUEST_METHOD, W_QUERY_STRING, W_RAW_URI, W_SERVER_PROTOCOL, W_PATH_INFO,
+       W_CONTENT_LENGTH, W_CONTENT_TYPE, W_REMOTE_ADDR, W_REMOTE_PORT, W_INPUT,
+       W_HTTP10, W_HTTP11, W_GET, W_POST, W_HEAD, W_EMPTY, W_COUNT };
+#define PPY_WSGI_HEADER_KEYS 24  /* common request headers' HTTP_* keys */
+
 /* An exact route by its raw path (native sites). */
 typedef struct ppy_http_route {
     const char *path;            /* the key's UTF-8, owned by exact */
@@ -55,6 +61,8 @@ typedef struct ppy_http_site {
     ppy_http_route *routes;      /* exact routes, sorted by (len, bytes) */
     size_t nroutes;
     PyObject *names[F_COUNT];    /* interned field names */
+    PyObject *wkeys[W_COUNT];    /* WSGI: interned environ keys, constants */
+    PyObject *hkeys[PPY_WSGI_HEADER_KEYS];   /* WSGI: HTTP_HOST, ... */
     Py_ssize_t resp_off[F_COUNT], file_off[F_COUNT];   /* slot offsets, or -1 */
 } ppy_http_site;
 
@@ -118,8 +126,10 @@ void ppy_wsgi_call(ppy_http_site *s, pp_http_conn *hc, pp_http_request *req);
 void ppy_wsgi_writable(ppy_http_site *s, pp_http_conn *hc);
 /* The connection closed: paused iterables are closed and dropped. */
 void ppy_wsgi_conn_closed(ppy_http_site *s, pp_http_conn *hc);
-/* Types wsgi.c makes for a site (called by ppy_http_site_init). */
+/* Types and constants wsgi.c makes for a site (called by
+ * ppy_http_site_init), and their end. */
 int ppy_wsgi_site_init(ppy_http_site *s);
+void ppy_wsgi_site_clear(ppy_http_site *s);
 
 /* A bytes-like or str body's bytes for an answer: by reference for big
  * objects (the answer holds a reference and drops it when sent).  Fills

@@ -373,6 +373,8 @@ set_cstr(PyObject *d, const char *key, const char *value)
 
 /* ---- the site ---------------------------------------------------------------------- */
 
+static int keys_init(ppy_http_site *s);
+
 int
 ppy_wsgi_site_init(ppy_http_site *s)
 {
@@ -380,7 +382,8 @@ ppy_wsgi_site_init(ppy_http_site *s)
     int rc = -1;
 
     if ((s->input_type = PyType_FromSpec(&input_spec)) == NULL ||
-        (s->start_response_type = PyType_FromSpec(&start_spec)) == NULL)
+        (s->start_response_type = PyType_FromSpec(&start_spec)) == NULL ||
+        keys_init(s) < 0)
         return -1;
     if ((mod = PyImport_ImportModule("pyparallel._http")) == NULL)
         return -1;
@@ -418,97 +421,186 @@ done:
 /* ---- one request --------------------------------------------------------------------- */
 
 static int
-set_str(PyObject *env, const char *key, const char *p, size_t n)
+set_str(PyObject *env, PyObject *key, const char *p, size_t n)
 {
     PyObject *v = PyUnicode_DecodeLatin1(p, (Py_ssize_t)n, NULL);
-    int rc = v ? PyDict_SetItemString(env, key, v) : -1;
+    int rc = v ? PyDict_SetItem(env, key, v) : -1;
 
     Py_XDECREF(v);
     return rc;
 }
 
-/* HTTP_<NAME> keys: upper case, '-' as '_'; repeated fields joined with
- * ','.  Names with '_' are dropped (they would be indistinguishable from
- * '-' ones: the header-spoofing hole nginx and gunicorn close too). */
+/* The request headers most requests carry, with their environ keys made
+ * once per site (s->hkeys, in this order). */
+static const char *const common_headers[PPY_WSGI_HEADER_KEYS] = {
+    "host", "user-agent", "accept", "accept-encoding", "accept-language",
+    "connection", "cookie", "referer", "cache-control", "origin",
+    "authorization", "upgrade-insecure-requests", "x-forwarded-for",
+    "x-forwarded-proto", "x-forwarded-host", "x-real-ip", "x-request-id",
+    "if-none-match", "if-modified-since", "pragma", "dnt", "sec-fetch-mode",
+    "sec-fetch-site", "sec-fetch-dest",
+};
+
+static void
+header_key(const char *name, size_t n, char *key)
+{
+    size_t j;
+
+    memcpy(key, "HTTP_", 5);
+    for (j = 0; j < n; j++) {
+        char c = name[j];
+        key[5 + j] = c == '-' ? '_' : (c >= 'a' && c <= 'z') ? (char)(c - 32) : c;
+    }
+    key[5 + j] = '\0';
+}
+
 static int
-add_headers(PyObject *env, pp_http_request *req)
+keys_init(ppy_http_site *s)
+{
+    static const char *const names[W_COUNT] = {
+        "REQUEST_METHOD", "QUERY_STRING", "RAW_URI", "SERVER_PROTOCOL", "PATH_INFO",
+        "CONTENT_LENGTH", "CONTENT_TYPE", "REMOTE_ADDR", "REMOTE_PORT", "wsgi.input",
+        "HTTP/1.0", "HTTP/1.1", "GET", "POST", "HEAD", ""};
+    char key[64];
+    int i;
+
+    for (i = 0; i < W_COUNT; i++)
+        if ((s->wkeys[i] = PyUnicode_InternFromString(names[i])) == NULL)
+            return -1;
+    for (i = 0; i < PPY_WSGI_HEADER_KEYS; i++) {
+        header_key(common_headers[i], strlen(common_headers[i]), key);
+        if ((s->hkeys[i] = PyUnicode_InternFromString(key)) == NULL)
+            return -1;
+    }
+    return 0;
+}
+
+void
+ppy_wsgi_site_clear(ppy_http_site *s)
+{
+    int i;
+
+    for (i = 0; i < W_COUNT; i++)
+        Py_CLEAR(s->wkeys[i]);
+    for (i = 0; i < PPY_WSGI_HEADER_KEYS; i++)
+        Py_CLEAR(s->hkeys[i]);
+}
+
+/* The environ key for a header: one made once, or a new str. */
+static PyObject *
+key_for(ppy_http_site *s, const pp_http_header *h)
 {
     char key[300];
-    size_t i, j;
+    int i;
+
+    for (i = 0; i < PPY_WSGI_HEADER_KEYS; i++) {
+        const char *c = common_headers[i];
+        if (strlen(c) == h->name_len && strncasecmp(h->name, c, h->name_len) == 0)
+            return Py_NewRef(s->hkeys[i]);
+    }
+    header_key(h->name, h->name_len, key);
+    return PyUnicode_FromString(key);
+}
+
+static int
+add_headers(ppy_http_site *s, PyObject *env, pp_http_request *req)
+{
+    size_t i;
 
     for (i = 0; i < req->nheaders; i++) {
         const pp_http_header *h = &req->headers[i];
-        PyObject *v, *old;
-        if (h->name_len + 5 >= sizeof key || memchr(h->name, '_', h->name_len))
+        PyObject *v, *old, *key;
+        if (h->name_len + 6 >= 300 || memchr(h->name, '_', h->name_len))
             continue;
         if (h->name_len == 12 && strncasecmp(h->name, "content-type", 12) == 0) {
-            if (set_str(env, "CONTENT_TYPE", h->value, h->value_len) < 0)
+            if (set_str(env, s->wkeys[W_CONTENT_TYPE], h->value, h->value_len) < 0)
                 return -1;
             continue;
         }
         if (h->name_len == 14 && strncasecmp(h->name, "content-length", 14) == 0)
             continue;            /* set from the body the engine read */
-        memcpy(key, "HTTP_", 5);
-        for (j = 0; j < h->name_len; j++) {
-            char c = h->name[j];
-            key[5 + j] = c == '-' ? '_' : (c >= 'a' && c <= 'z') ? (char)(c - 32) : c;
-        }
-        key[5 + j] = '\0';
-        if ((v = PyUnicode_DecodeLatin1(h->value, h->value_len, NULL)) == NULL)
+        if ((key = key_for(s, h)) == NULL)
             return -1;
-        old = PyDict_GetItemString(env, key);
+        if ((v = PyUnicode_DecodeLatin1(h->value, h->value_len, NULL)) == NULL) {
+            Py_DECREF(key);
+            return -1;
+        }
+        old = PyDict_GetItemWithError(env, key);
         if (old && PyUnicode_Check(old))
             Py_SETREF(v, PyUnicode_FromFormat("%U,%U", old, v));
-        if (v == NULL || PyDict_SetItemString(env, key, v) < 0) {
+        if (v == NULL || PyErr_Occurred() || PyDict_SetItem(env, key, v) < 0) {
             Py_XDECREF(v);
+            Py_DECREF(key);
             return -1;
         }
         Py_DECREF(v);
+        Py_DECREF(key);
     }
     return 0;
+}
+
+/* A constant for the common methods, else a new str. */
+static PyObject *
+method_str(ppy_http_site *s, const pp_http_request *req)
+{
+    static const int which[] = {W_GET, W_POST, W_HEAD};
+    static const char *const names[] = {"GET", "POST", "HEAD"};
+    size_t i;
+
+    for (i = 0; i < 3; i++)
+        if (req->method_len == strlen(names[i]) && memcmp(req->method, names[i], req->method_len) == 0)
+            return Py_NewRef(s->wkeys[which[i]]);
+    return PyUnicode_DecodeLatin1(req->method, (Py_ssize_t)req->method_len, NULL);
 }
 
 static PyObject *
 make_environ(ppy_http_site *s, pp_http_request *req)
 {
-    PyObject *env = PyDict_Copy(s->environ_base), *v;
+    PyObject *env = PyDict_Copy(s->environ_base), *v, **k = s->wkeys;
     ppy_input *in;
     char num[32];
-    int port = 0;
+    int port = 0, rc;
     const char *host;
 
     if (env == NULL)
         return NULL;
-    if (set_str(env, "REQUEST_METHOD", req->method, req->method_len) < 0 ||
-        set_str(env, "QUERY_STRING", req->query, req->query_len) < 0 ||
-        set_str(env, "RAW_URI", req->target, req->target_len) < 0 ||
-        set_str(env, "SERVER_PROTOCOL", req->version_minor ? "HTTP/1.1" : "HTTP/1.0", 8) < 0)
+    if ((v = method_str(s, req)) == NULL)
+        goto fail;
+    rc = PyDict_SetItem(env, k[W_REQUEST_METHOD], v);
+    Py_DECREF(v);
+    if (rc < 0 ||
+        (req->query_len ? set_str(env, k[W_QUERY_STRING], req->query, req->query_len)
+                        : PyDict_SetItem(env, k[W_QUERY_STRING], k[W_EMPTY])) < 0 ||
+        set_str(env, k[W_RAW_URI], req->target, req->target_len) < 0 ||
+        PyDict_SetItem(env, k[W_SERVER_PROTOCOL],
+                       k[req->version_minor ? W_HTTP11 : W_HTTP10]) < 0)
         goto fail;
     if ((v = ppy_http_decode_path(req->path, req->path_len, 1)) == NULL ||
-        PyDict_SetItemString(env, "PATH_INFO", v) < 0) {
+        PyDict_SetItem(env, k[W_PATH_INFO], v) < 0) {
         Py_XDECREF(v);
         goto fail;
     }
     Py_DECREF(v);
-    snprintf(num, sizeof num, "%llu", (unsigned long long)req->body_len);
-    if ((req->body_len || (req->flags & PP_HTTP_CHUNKED) || pp_http_find(req, "content-length", 14)) &&
-        set_str(env, "CONTENT_LENGTH", num, strlen(num)) < 0)
-        goto fail;
+    if (req->body_len || (req->flags & PP_HTTP_CHUNKED) || pp_http_find(req, "content-length", 14)) {
+        snprintf(num, sizeof num, "%llu", (unsigned long long)req->body_len);
+        if (set_str(env, k[W_CONTENT_LENGTH], num, strlen(num)) < 0)
+            goto fail;
+    }
     if (req->conn) {
         host = pp_http_conn_peer(req->conn, &port);
         snprintf(num, sizeof num, "%d", port);
-        if (set_str(env, "REMOTE_ADDR", host, strlen(host)) < 0 ||
-            set_str(env, "REMOTE_PORT", num, strlen(num)) < 0)
+        if (set_str(env, k[W_REMOTE_ADDR], host, strlen(host)) < 0 ||
+            set_str(env, k[W_REMOTE_PORT], num, strlen(num)) < 0)
             goto fail;
     }
-    if (add_headers(env, req) < 0)
+    if (add_headers(s, env, req) < 0)
         goto fail;
     if ((in = PyObject_New(ppy_input, (PyTypeObject *)s->input_type)) == NULL)
         goto fail;
     pp_http_hold(req);
     in->req = req;
     in->pos = 0;
-    if (PyDict_SetItemString(env, "wsgi.input", (PyObject *)in) < 0) {
+    if (PyDict_SetItem(env, k[W_INPUT], (PyObject *)in) < 0) {
         Py_DECREF(in);
         goto fail;
     }
@@ -519,8 +611,6 @@ fail:
     return NULL;
 }
 
-/* wsgi.file_wrapper over a real file: sent with sendfile from where the
- * file's position is.  Returns 1 if sent, 0 if not such a file, -1. */
 static int
 send_wrapped_file(ppy_start *sr, PyObject *res)
 {
