@@ -314,6 +314,20 @@ put(char *buf, size_t cap, size_t *pos, const char *s, size_t n)
 #define PUTS(s) put(buf, cap, &pos, (s), strlen(s))
 #define PUTN(s, n) put(buf, cap, &pos, (s), (n))
 
+/* The Date, formatted at most once a second per group (a group lives on
+ * one thread: no lock, no thread-local lookup per answer). */
+static const char *
+group_date(pp_http_group *g)
+{
+    time_t now = time(NULL);
+
+    if (now != g->date_sec) {
+        pp_http_format_date(now, g->date);
+        g->date_sec = now;
+    }
+    return g->date;
+}
+
 /* Writes the head of r's answer into buf.  Returns its length, or -1 when
  * it does not fit in cap. */
 static long
@@ -330,7 +344,7 @@ build_head(pp_http_conn *hc, req *r, const pp_http_response *resp,
     line[11] = (char)('0' + st % 10);
     if (PUTN(line, 13) || PUTS(pp_http_reason(resp->status)) ||
         PUTN("\r\nServer: ", 10) || PUTN(g->cfg.server, g->server_len) ||
-        PUTN("\r\nDate: ", 8) || PUTN(pp_http_date_now(), 29) ||
+        PUTN("\r\nDate: ", 8) || PUTN(group_date(g), 29) ||
         PUTN("\r\n", 2))
         return -1;
     if (resp->content_type &&

@@ -158,6 +158,8 @@ struct pp_http_group {
     pp_buf log;                  /* lines not yet written */
     pp_timer log_timer;
     pp_loop *loop;
+    time_t date_sec;             /* the Date this group last formatted */
+    char date[32];
     struct pp_http_static *const *statics;   /* pp_http_group_set_static */
     size_t nstatics;
 };
