@@ -5,6 +5,9 @@ Server kinds (--kinds; each started afresh, in a process group of its own,
 on a free port, for every round and set-up):
   pyparallel       pyparallel serve examples/tfb.py:app (native App)
   pyparallel-wsgi  pyparallel serve --interface wsgi bench/http_apps/tfb_peers.py:wsgi
+  pyparallel-threads  the native app with --threads 4: handlers on 4 handler
+                   threads per worker instead of the loop thread (what a
+                   handler that blocks needs; here it only costs the hand-off)
   granian-rsgi     granian --interface rsgi  tfb_peers:rsgi   (from .venv-bench)
   granian-wsgi     granian --interface wsgi  tfb_peers:wsgi
   uvicorn          uvicorn --loop uvloop --http httptools tfb_peers:asgi
@@ -97,14 +100,17 @@ APPS = os.path.join(HERE, "http_apps")
 SETUP = os.path.join(HERE, "setup_http.sh")
 TFB_NATIVE = os.path.join(ROOT, "examples", "tfb.py")
 
-KINDS = ["pyparallel", "pyparallel-wsgi", "granian-rsgi", "granian-wsgi", "uvicorn",
+KINDS = ["pyparallel", "pyparallel-wsgi", "pyparallel-threads", "granian-rsgi", "granian-wsgi",
+         "uvicorn",
          "gunicorn", "go", "nginx"]
-PP_KINDS = ("pyparallel", "pyparallel-wsgi")
+PP_KINDS = ("pyparallel", "pyparallel-wsgi", "pyparallel-threads")
 LABELS = {"pyparallel": "pyparallel native", "pyparallel-wsgi": "pyparallel WSGI",
+          "pyparallel-threads": "pyparallel native, --threads 4",
           "granian-rsgi": "granian RSGI", "granian-wsgi": "granian WSGI",
           "uvicorn": "uvicorn + uvloop + httptools", "gunicorn": "gunicorn sync",
           "go": "Go net/http", "nginx": "nginx (C ceiling)"}
 SHORT = {"pyparallel": "pyparallel", "pyparallel-wsgi": "pyparallel WSGI",
+         "pyparallel-threads": "pyparallel --threads 4",
          "granian-rsgi": "granian RSGI", "granian-wsgi": "granian WSGI", "uvicorn": "uvicorn",
          "gunicorn": "gunicorn", "go": "Go", "nginx": "nginx"}
 # the Python modules a kind needs in the peer environment
@@ -115,7 +121,8 @@ ALL_PEER_MODULES = ["granian", "uvicorn", "uvloop", "httptools", "gunicorn"]
 RATIO_PAIRS = ([(k, "nginx") for k in KINDS if k != "nginx"]
                + [("pyparallel", p) for p in ("granian-rsgi", "granian-wsgi", "go", "uvicorn",
                                               "gunicorn")]
-               + [("pyparallel-wsgi", p) for p in ("granian-wsgi", "gunicorn")])
+               + [("pyparallel-wsgi", p) for p in ("granian-wsgi", "gunicorn")]
+               + [("pyparallel-threads", "pyparallel")])
 
 SHAPES = {"plaintext": "/plaintext", "pipelined": "/plaintext", "json": "/json"}
 SHAPE_LABELS = {"plaintext": "plaintext", "pipelined": "plaintext pipelined", "json": "json"}
@@ -393,12 +400,14 @@ def server_command(kind, port, workers, args, tmpdir, idle=False):
     env = dict(os.environ)
     bindir = os.path.join(args.peer_venv, "bin")
     if kind in PP_KINDS:
-        app = (f"{TFB_NATIVE}:app" if kind == "pyparallel"
-               else f"{os.path.join(APPS, 'tfb_peers.py')}:wsgi")
+        app = (f"{os.path.join(APPS, 'tfb_peers.py')}:wsgi" if kind == "pyparallel-wsgi"
+               else f"{TFB_NATIVE}:app")
         cmd = [sys.executable, "-m", "pyparallel", "serve", app, "--bind", f"{host}:{port}",
                "--workers", str(workers), "--backlog", str(args.backlog),
                "--graceful-timeout", "1",
-               "--interface", "native" if kind == "pyparallel" else "wsgi"]
+               "--interface", "wsgi" if kind == "pyparallel-wsgi" else "native"]
+        if kind == "pyparallel-threads":
+            cmd += ["--threads", "4"]
         if idle:
             cmd += ["--keepalive-timeout", str(IDLE_KEEPALIVE)]
         return cmd, env, tempfile.gettempdir()
