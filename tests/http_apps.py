@@ -63,6 +63,19 @@ def bad_return(request):
     return 42
 
 
+class _Lazy(Response):
+    """A subclass whose body is a property: read by name, not by slot."""
+
+    @property
+    def body(self):
+        return b"lazy " + str(self.status).encode()
+
+
+@app.route("/subclass")
+def subclass(request):
+    return _Lazy(status=202, content_type="text/x-lazy")
+
+
 @app.route("/bad-header")
 def bad_header(request):
     return Response(b"x", headers={"X-Evil": "a\r\nSet-Cookie: owned"})

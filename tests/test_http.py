@@ -872,3 +872,18 @@ def test_sigterm_right_after_start_drains_cleanly():
         r = s.stop()
         r.assert_clean_exit(0)
         assert "SIGTERM: draining" in r.stdout
+
+
+def test_response_arguments_and_subclasses(native):
+    from pyparallel.http import Response
+    r = Response(b"x", content_type="text/plain")
+    assert (r.body, r.status, r.headers, r.content_type) == (b"x", 200, None, "text/plain")
+    assert Response().body == b"" and repr(Response(status=404)) == "<Response 404>"
+    r.status = 201
+    assert r.status == 201
+    for bad in (lambda: Response(nope=1), lambda: Response(1, 2, 3, 4, 5),
+                lambda: Response(b"", body=b"")):
+        with pytest.raises(TypeError):
+            bad()
+    resp, body = native.get("/subclass")
+    assert (resp.status, body, resp.getheader("Content-Type")) == (202, b"lazy 202", "text/x-lazy")

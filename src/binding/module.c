@@ -302,6 +302,12 @@ module_exec(PyObject *module)
     st->timer_type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &ppy_timer_spec, NULL);
     if (st->timer_type == NULL || PyModule_AddType(module, st->timer_type) < 0)
         return -1;
+    st->response_type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &ppy_response_spec, NULL);
+    if (st->response_type == NULL)
+        return -1;
+    ppy_response_ready(st->response_type);
+    if (PyModule_AddType(module, st->response_type) < 0)
+        return -1;
     /* The shared FrozenMap type is readied by the main interpreter, then
      * given its per-interpreter state in each other interpreter. */
     if (!is_main && !(PPY_FrozenMap_Type.tp_flags & Py_TPFLAGS_READY)) {
@@ -329,6 +335,7 @@ module_traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(st->transport_type);
     Py_VISIT(st->server_type);
     Py_VISIT(st->timer_type);
+    Py_VISIT(st->response_type);
     Py_VISIT(st->FreezeError);
     Py_VISIT(st->TransferError);
     Py_VISIT(st->WorkerError);
@@ -355,6 +362,7 @@ module_clear(PyObject *module)
     Py_CLEAR(st->transport_type);
     Py_CLEAR(st->server_type);
     Py_CLEAR(st->timer_type);
+    Py_CLEAR(st->response_type);
     Py_CLEAR(st->FreezeError);
     Py_CLEAR(st->TransferError);
     Py_CLEAR(st->WorkerError);

@@ -72,6 +72,7 @@ typedef struct ppy_state {
     PyTypeObject *transport_type;
     PyTypeObject *server_type;
     PyTypeObject *timer_type;
+    PyTypeObject *response_type; /* pyparallel.http.Response (response.c) */
     /* Exception classes, handed over by pyparallel/_errors.py via _init(). */
     PyObject *FreezeError;
     PyObject *TransferError;
@@ -304,6 +305,9 @@ int ppy_timeout_ns(PyObject *obj, const char *name, int flags, int64_t *out);
 
 extern PyType_Spec ppy_pool_spec;
 extern PyType_Spec ppy_task_spec;
+extern PyType_Spec ppy_response_spec;
+/* Gives the Response type its vectorcall (after PyType_FromModuleAndSpec). */
+void ppy_response_ready(PyTypeObject *tp);
 
 /* Pools created so far in this process (safety mode must come first). */
 extern int ppy_pools_created;
