@@ -909,6 +909,13 @@ def setup_title(setup, p):
             f"interpreters), unpinned; wrk unpinned, {p['cpus']} threads")
 
 
+def chart(res, path):
+    if path:
+        from http_chart import write_svg
+        write_svg(res, path, LABELS, test_label)
+        log(f"chart: {path}")
+
+
 def report(res, out=sys.stdout):
     p, m, v = res["params"], res["machine"], res["versions"]
     pp = m.get("pyparallel", {})
@@ -1095,6 +1102,9 @@ def main():
                          "'' for nowhere)")
     ap.add_argument("--report", default=None, metavar="JSON",
                     help="measure nothing: print the tables of a saved run")
+    ap.add_argument("--chart", nargs="?", const=os.path.join(ROOT, "docs", "bench-http.svg"),
+                    default=None, metavar="PATH",
+                    help="write an SVG bar chart (default path docs/bench-http.svg)")
     ap.add_argument("--note", default=None, help="a note kept in the JSON")
     ap.add_argument("--quick", action="store_true",
                     help="smoke run: 1 round of 1 s, 64 conns, no warm-up, 2,000 idle connections")
@@ -1105,6 +1115,7 @@ def main():
             res = json.load(f)
         summarize(res)
         report(res)
+        chart(res, args.chart)
         return
 
     if args.quick:
@@ -1218,6 +1229,7 @@ def main():
         save_json(res, path)
     print()
     report(res)
+    chart(res, args.chart)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ requests per second over rounds, its label the ratio to nginx in that
 group.  Drawn from the JSON a run saved:
 
     .venv/bin/python bench/http_chart.py bench/results/http-....json docs/bench-http.svg
+    .venv/bin/python bench/bench_http.py --report bench/results/http-....json --chart   # the same
 """
 
 import json
