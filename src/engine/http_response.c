@@ -79,20 +79,6 @@ pp_http_format_date(time_t t, char buf[32])
              tm.tm_year + 1900, tm.tm_hour, tm.tm_min, tm.tm_sec);
 }
 
-const char *
-pp_http_date_now(void)
-{
-    static _Thread_local time_t last = -1;
-    static _Thread_local char buf[32];
-    time_t now = time(NULL);
-
-    if (now != last) {
-        pp_http_format_date(now, buf);
-        last = now;
-    }
-    return buf;
-}
-
 /* ---- requests' memory ------------------------------------------------------------ */
 
 static void

@@ -273,11 +273,6 @@ const char *pp_http_conn_peer(pp_http_conn *hc, int *port);
 /* The reason phrase for a status ("Unknown" for codes it does not know). */
 const char *pp_http_reason(int status);
 
-/* The current date as an IMF-fixdate ("Sun, 06 Nov 1994 08:49:37 GMT",
- * 29 bytes, NUL-terminated), recomputed at most once a second per
- * thread. */
-const char *pp_http_date_now(void);
-
 /* t as an IMF-fixdate into buf (NUL-terminated). */
 void pp_http_format_date(time_t t, char buf[32]);
 
