@@ -561,8 +561,32 @@ plain_body(ppy_http_site *s, PyObject *v, pp_http_response *r, const char **ct,
     return ppy_http_body_of(v, r);
 }
 
+/* A FileResponse's part of the file: offset, and length (None: to the
+ * end).  Out of range is a ValueError, not a short answer. */
 static int
-open_file(PyObject *path, pp_http_response *r)
+file_part(PyObject *offset, PyObject *length, off_t size, pp_http_response *r)
+{
+    long long off = PyLong_AsLongLong(offset), len;
+
+    if (off == -1 && PyErr_Occurred())
+        return -1;
+    if (length == Py_None) {
+        len = (long long)size - off;
+    } else if ((len = PyLong_AsLongLong(length)) == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    if (off < 0 || len < 0 || off > (long long)size || len > (long long)size - off) {
+        PyErr_Format(PyExc_ValueError, "FileResponse: bytes %lld-%lld lie outside the "
+                     "file's %lld", off, off + len, (long long)size);
+        return -1;
+    }
+    r->file_offset = (off_t)off;
+    r->file_count = (size_t)len;
+    return 0;
+}
+
+static int
+open_file(PyObject *path, PyObject *offset, PyObject *length, pp_http_response *r)
 {
     PyObject *b;
     struct stat st;
@@ -581,9 +605,11 @@ open_file(PyObject *path, pp_http_response *r)
         return -1;
     }
     Py_DECREF(b);
+    if (file_part(offset, length, st.st_size, r) < 0) {
+        close(fd);
+        return -1;
+    }
     r->file_fd = fd;
-    r->file_offset = 0;
-    r->file_count = (size_t)st.st_size;
     return 0;
 }
 
@@ -642,10 +668,12 @@ answer_value(ppy_http_site *s, pp_http_request *req, PyObject *v)
             goto done;
         if (is_file) {
             PyObject *path = field(s, v, off, F_PATH);
-            if (path == NULL)
-                goto done;
-            rc = open_file(path, &r);
-            Py_DECREF(path);
+            PyObject *fo = path ? field(s, v, off, F_OFFSET) : NULL;
+            PyObject *fl = fo ? field(s, v, off, F_LENGTH) : NULL;
+            rc = fl ? open_file(path, fo, fl, &r) : -1;
+            Py_XDECREF(path);
+            Py_XDECREF(fo);
+            Py_XDECREF(fl);
             if (rc < 0)
                 goto done;
             rc = -1;
@@ -908,7 +936,7 @@ const pp_http_handler ppy_http_handler = {
 /* ---- the site ------------------------------------------------------------------ */
 
 static const char *const field_names[F_COUNT] = {"status", "headers", "content_type",
-                                                 "body", "path"};
+                                                 "body", "path", "offset", "length"};
 
 /* The slot offsets of a __slots__ class's fields (-1 for one it lacks). */
 static void

@@ -308,6 +308,16 @@ module_exec(PyObject *module)
     ppy_response_ready(st->response_type);
     if (PyModule_AddType(module, st->response_type) < 0)
         return -1;
+    {
+        PyTypeObject *wb = (PyTypeObject *)PyType_FromModuleAndSpec(module, &ppy_wiki_builder_spec, NULL);
+        if (wb == NULL || PyModule_AddType(module, wb) < 0) {
+            Py_XDECREF(wb);
+            return -1;
+        }
+        Py_DECREF(wb);
+    }
+    if (PyModule_AddFunctions(module, ppy_wiki_methods) < 0)
+        return -1;
     /* The shared FrozenMap type is readied by the main interpreter, then
      * given its per-interpreter state in each other interpreter. */
     if (!is_main && !(PPY_FrozenMap_Type.tp_flags & Py_TPFLAGS_READY)) {

@@ -142,6 +142,11 @@ void ppy_safety_unprotect_all(void);
 void ppy_safety_arena_on(void);
 void ppy_safety_arena_off(void);
 
+/* ---- the wiki index (wiki.c) ------------------------------------------ */
+
+extern PyType_Spec ppy_wiki_builder_spec;
+extern PyMethodDef ppy_wiki_methods[];
+
 /* ---- static types shared by every interpreter (static_type.c) -------- */
 
 /* Readies t, a static type whose instances every interpreter shares, so

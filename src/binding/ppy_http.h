@@ -20,7 +20,7 @@
 enum { PPY_HTTP_NATIVE = 0, PPY_HTTP_WSGI = 1 };
 
 /* The fields of Response and FileResponse the binding reads. */
-enum { F_STATUS, F_HEADERS, F_CONTENT_TYPE, F_BODY, F_PATH, F_COUNT };
+enum { F_STATUS, F_HEADERS, F_CONTENT_TYPE, F_BODY, F_PATH, F_OFFSET, F_LENGTH, F_COUNT };
 
 /* environ keys and values a WSGI site makes once (wsgi.c). */
 enum { W_REQUEST_METHOD, W_QUERY_STRING, W_RAW_URI, W_SERVER_PROTOCOL, W_PATH_INFO,

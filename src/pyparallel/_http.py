@@ -25,15 +25,19 @@ Response = _pp.Response
 
 
 class FileResponse:
-    """A file sent with sendfile(2); the content type is guessed from the
-    name unless given."""
+    """A file, or length bytes of it from offset (length None: to its end),
+    sent with sendfile(2); the content type is guessed from the name unless
+    given."""
 
-    __slots__ = ("path", "status", "headers", "content_type")
+    __slots__ = ("path", "status", "headers", "content_type", "offset", "length")
 
-    def __init__(self, path, content_type=None, status=200, headers=None):
+    def __init__(self, path, content_type=None, status=200, headers=None,
+                 offset=0, length=None):
         self.path = os.fspath(path)
         self.status = status
         self.headers = headers
+        self.offset = offset
+        self.length = length
         if content_type is None:
             content_type, _ = mimetypes.guess_type(self.path)
             content_type = content_type or "application/octet-stream"

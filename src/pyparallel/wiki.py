@@ -1,0 +1,586 @@
+"""pyparallel.wiki: PyParallel's wiki server, on the pyparallel HTTP server
+(docs/wiki.md).
+
+The main interpreter indexes a MediaWiki XML export (Wikipedia's
+pages-articles format, plain or .bz2) once: every title in sorted order
+with the byte offset and length of its <page> element, and the redirects.
+The index is one flat bytes image (src/engine/pp_wiki.h), frozen, which
+every worker reads by pointer; each request is answered by the worker that
+accepted it:
+
+    /wiki/<title>        the page's XML, sent from the dump with sendfile(2)
+    /offsets/<prefix>    [[title, start, end], ...] (prefix of >= 3 chars)
+    /search?q=&limit=    titles starting with q, ignoring case
+    /stats               pages, index memory, requests per worker
+    /                    a search page
+
+    pyparallel wiki                       # the GCIDE dictionary (Debian's dict-gcide)
+    pyparallel wiki --dump enwiki-latest-pages-articles.xml.bz2
+"""
+
+import argparse
+import bz2
+import os
+import signal
+import sys
+import time
+import urllib.parse
+
+from . import _pyparallel as _pp
+from ._http import App, FileResponse, Response, cpu_count
+
+INDEX_SUFFIX = ".ppindex"
+CHUNK = 8 << 20                 # bytes read per scan step
+OFFSETS_LIMIT = 100             # /offsets default, and its bound:
+OFFSETS_MAX = 10000
+SEARCH_LIMIT = 10               # /search default, and its bound:
+SEARCH_MAX = 100
+MIN_PREFIX = 3
+
+XML_TYPE = "application/xml; charset=utf-8"
+
+
+class WikiError(Exception):
+    """A dump that cannot be indexed (the message names the byte offset)."""
+
+
+# ---- progress -----------------------------------------------------------------------
+
+
+def _size(n):
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+
+
+class Progress:
+    """A one-line progress bar on a terminal (bytes, pages, rate, time
+    left); silent elsewhere, where only the summary line is printed."""
+
+    def __init__(self, label, total, stream=None, enabled=None):
+        self.label, self.total = label, total
+        self.stream = stream or sys.stderr
+        self.enabled = self.stream.isatty() if enabled is None else enabled
+        self.t0 = self.last = time.monotonic()
+
+    def update(self, done, pages, force=False):
+        now = time.monotonic()
+        if not self.enabled or (now - self.last < 0.2 and not force):
+            return
+        self.last = now
+        rate = done / max(now - self.t0, 1e-6)
+        frac = min(done / self.total, 1.0) if self.total else 0.0
+        bar = "#" * int(frac * 24)
+        left = (self.total - done) / rate if rate and self.total else 0
+        self.stream.write(
+            f"\r{self.label} [{bar:<24}] {frac * 100:5.1f}%  {_size(done)} / {_size(self.total)}"
+            f"  {pages:,} pages  {_size(rate)}/s  {int(left) // 60}:{int(left) % 60:02d} left \x1b[K")
+        self.stream.flush()
+
+    def done(self, summary):
+        if self.enabled:
+            self.stream.write("\r\x1b[K")
+        self.stream.write(summary + "\n")
+        self.stream.flush()
+
+
+# ---- building the index ---------------------------------------------------------------
+
+
+def _scan(builder, read, progress, total):
+    """Feeds builder with read(n) -> bytes-like until it returns nothing."""
+    buf = bytearray(CHUNK + 65536)
+    mv = memoryview(buf)
+    have = 0
+    while True:
+        n = read(mv[have:have + CHUNK])
+        eof = not n
+        have += n
+        try:
+            used = builder.feed(mv[:have], eof)
+        except ValueError as e:
+            raise WikiError(str(e)) from None
+        if eof:
+            return
+        rest = have - used
+        if rest:
+            buf[:rest] = bytes(mv[used:have])
+        have = rest
+        progress.update(builder.pos, builder.pages)
+
+
+def _bz2_reader(src, out):
+    """read(view) over the decompressed bytes of a (multistream) .bz2 file,
+    writing them to out as they go."""
+    d = bz2.BZ2Decompressor()
+    pending = memoryview(b"")
+
+    def read(view):
+        nonlocal d, pending
+        while not len(pending):
+            if d.eof:
+                rest = d.unused_data
+                d = bz2.BZ2Decompressor()
+                if rest:
+                    pending = memoryview(d.decompress(rest, len(view)))
+                    continue
+            if d.needs_input:
+                data = src.read(1 << 20)
+                if not data:
+                    if not d.eof:
+                        raise WikiError(f"{src.name}: the .bz2 file ends inside a "
+                                        "compressed stream: it is truncated")
+                    return 0
+            else:
+                data = b""
+            pending = memoryview(d.decompress(data, len(view)))
+        n = min(len(view), len(pending))
+        view[:n] = pending[:n]
+        out.write(pending[:n])
+        pending = pending[n:]
+        return n
+
+    return read
+
+
+def xml_path_of(dump):
+    """The uncompressed XML that /wiki/ pages are sent from: the dump
+    itself, or for a .bz2 dump the copy made beside it at index time."""
+    return dump[:-4] if dump.endswith(".bz2") else dump
+
+
+def index_path_of(dump):
+    return dump + INDEX_SUFFIX
+
+
+def build_index(dump, *, progress=None):
+    """Scans dump (a MediaWiki XML export, or a .bz2 of one) and returns
+    the index image (bytes).  A .bz2 dump is decompressed once, to
+    xml_path_of(dump).  WikiError names the byte offset of a malformed or
+    truncated dump; nothing half-built is returned or kept."""
+    dump = os.fspath(dump)
+    st = os.stat(dump)
+    builder = _pp.WikiBuilder()
+    compressed = dump.endswith(".bz2")
+    progress = progress or Progress("indexing " + os.path.basename(dump), st.st_size)
+    t0 = time.monotonic()
+    if compressed:
+        xml = xml_path_of(dump)
+        tmp = xml + ".tmp"
+        with open(dump, "rb") as src, open(tmp, "wb") as out:
+            read = _bz2_reader(src, out)
+
+            def report(done, pages, force=False):
+                Progress.update(progress, src.tell(), pages, force)
+            progress.update = report
+            try:
+                _scan(builder, read, progress, st.st_size)
+            except BaseException:
+                out.close()
+                os.unlink(tmp)
+                raise
+        os.replace(tmp, xml)
+    else:
+        xml = dump
+        with open(dump, "rb", buffering=0) as f:
+            _scan(builder, f.readinto, progress, st.st_size)
+    xst = os.stat(xml)
+    image = builder.finish(xst.st_size, xst.st_mtime_ns, st.st_size, st.st_mtime_ns)
+    secs = time.monotonic() - t0
+    _pp.wiki_open(image)
+    info = _pp.wiki_info(image)
+    progress.done(
+        f"indexed {info['pages']:,} pages ({info['titles']:,} titles, "
+        f"{info['redirects']:,} redirects) of {_size(xst.st_size)} in {secs:.1f} s "
+        f"({_size(xst.st_size / max(secs, 1e-6))}/s); index {_size(len(image))}, "
+        f"{len(image) / max(info['titles'], 1):.0f} B per title")
+    return image
+
+
+def _fresh(header, dump):
+    """Does a saved index's header match the dump (and its copy) now?"""
+    if header is None:
+        return False
+    st = os.stat(dump)
+    if (header["source_size"], header["source_mtime_ns"]) != (st.st_size, st.st_mtime_ns):
+        return False
+    try:
+        xst = os.stat(xml_path_of(dump))
+    except FileNotFoundError:
+        return False
+    return (header["dump_size"], header["dump_mtime_ns"]) == (xst.st_size, xst.st_mtime_ns)
+
+
+def load_index(dump, *, rebuild=False, save=True, progress=None, log=None):
+    """The index of dump: the saved one beside it (dump + '.ppindex') when
+    it matches the dump, else built now (and saved, atomically).  Returns
+    (image, xml_path); the image is checked (wiki_open) and ready for
+    lookups."""
+    dump = os.fspath(dump)
+    log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+    if not os.path.isfile(dump):
+        raise FileNotFoundError(f"no dump at {dump!r}: give a MediaWiki XML export "
+                                "(pages-articles .xml or .xml.bz2)")
+    path = index_path_of(dump)
+    if not rebuild and os.path.exists(path):
+        with open(path, "rb") as f:
+            image = f.read()
+        if _fresh(_pp.wiki_header(image), dump):
+            try:
+                _pp.wiki_open(image)
+                log(f"loaded the saved index {path} ({_size(len(image))})")
+                return image, xml_path_of(dump)
+            except ValueError as e:
+                log(f"the saved index {path} is damaged ({e}); rebuilding it")
+        else:
+            log(f"the dump changed since {path} was saved; rebuilding it")
+        del image
+    image = build_index(dump, progress=progress)
+    if save:
+        tmp = path + ".tmp"
+        try:
+            with open(tmp, "wb") as f:
+                f.write(image)
+            os.replace(tmp, path)
+        except OSError as e:
+            log(f"could not save the index to {path} ({e}); it will be rebuilt next time")
+    return image, xml_path_of(dump)
+
+
+# ---- the routes ---------------------------------------------------------------------
+
+
+def _wiki_url(title):
+    return "/wiki/" + urllib.parse.quote(title.replace(" ", "_"), safe="/:,()'!*~@$")
+
+
+def _limit(params, default, bound):
+    """limit from the query: a whole number >= 0, at most bound (larger
+    ones are clamped: the answer is bounded whatever is asked)."""
+    text = params.get("limit")
+    if text is None or text == "":
+        return default
+    try:
+        n = int(text)
+    except ValueError:
+        raise ValueError(f"limit must be a whole number, not {text!r}") from None
+    if n < 0:
+        raise ValueError("limit must be >= 0")
+    return min(n, bound)
+
+
+def find_title(image, title):
+    """The entry of title as a reader may spell it in a URL: exactly, with
+    '_' for ' ', or with a lower-case first letter (MediaWiki's titles
+    start with a capital).  -1 if none."""
+    i = _pp.wiki_find(image, title)
+    if i < 0 and "_" in title:
+        title = title.replace("_", " ")
+        i = _pp.wiki_find(image, title)
+    if i < 0 and title[:1].islower():
+        i = _pp.wiki_find(image, title[:1].upper() + title[1:])
+    return i
+
+
+def answer_wiki(image, title, params):
+    """(status, headers, body or (start, length)) for /wiki/<title>."""
+    i = find_title(image, title)
+    if i < 0:
+        return 404, [("Content-Type", "text/plain; charset=utf-8")], \
+            f"no page is titled {title!r}\n".encode("utf-8", "backslashreplace")
+    name, start, length, redirect = _pp.wiki_page(image, i)
+    if redirect >= 0 and params.get("redirect") != "no":
+        target = _pp.wiki_page(image, redirect)[0]
+        return 301, [("Location", _wiki_url(target)),
+                     ("Content-Type", "text/plain; charset=utf-8")], \
+            f"{name} redirects to {target}\n".encode("utf-8", "backslashreplace")
+    return 200, [("Content-Type", XML_TYPE)], (start, length)
+
+
+def answer_offsets(image, prefix, params):
+    """(status, extra headers, JSON value) for /offsets/<prefix>."""
+    if len(prefix) < MIN_PREFIX:
+        return 400, [], {"error": f"a prefix needs at least {MIN_PREFIX} characters, "
+                                  f"not {len(prefix)}"}
+    try:
+        limit = _limit(params, OFFSETS_LIMIT, OFFSETS_MAX)
+    except ValueError as e:
+        return 400, [], {"error": str(e)}
+    rows, total = _pp.wiki_offsets(image, prefix, limit)
+    return 200, [("X-Matches", str(total))], rows
+
+
+def answer_search(image, params):
+    """(status, JSON value) for /search?q=&limit=."""
+    q = params.get("q", "")
+    try:
+        limit = _limit(params, SEARCH_LIMIT, SEARCH_MAX)
+    except ValueError as e:
+        return 400, {"error": str(e)}
+    if not q.strip():
+        return 200, {"q": q, "total": 0, "titles": []}
+    titles, total = _pp.wiki_search(image, q, limit)
+    return 200, {"q": q, "total": total, "titles": titles}
+
+
+def stats_of(image, xml, served):
+    info = _pp.wiki_info(image)
+    return {
+        "pages": info["pages"], "titles": info["titles"],
+        "redirects": info["redirects"], "duplicate_titles": info["duplicates"],
+        "dump": xml, "dump_bytes": info["dump_size"],
+        "index_bytes": info["bytes"],
+        "index_bytes_per_title": round(info["bytes"] / max(info["titles"], 1), 1),
+        "requests_per_worker": served,
+    }
+
+
+class WikiApp(App):
+    """The wiki server as a native pyparallel app; shared is
+    {"index": image, "xml": path, "name": ...}, frozen."""
+
+    def _build_shared(self):
+        shared = App._build_shared(self)
+        _pp.wiki_open(shared["index"])     # the frozen copy is the one workers see
+        return shared
+
+
+app = WikiApp(shared=lambda: _main_shared)
+_main_shared = None
+
+
+@app.route("/wiki/{title:path}")
+def wiki(request, title):
+    _pp.wiki_request()
+    sh = request.shared
+    status, headers, body = answer_wiki(sh["index"], title, request.query_params)
+    if status == 200:
+        return FileResponse(sh["xml"], XML_TYPE, offset=body[0], length=body[1])
+    return Response(body, status=status, headers=headers[:-1],
+                    content_type=headers[-1][1])
+
+
+@app.route("/offsets/{prefix:path}")
+def offsets(request, prefix):
+    _pp.wiki_request()
+    status, headers, value = answer_offsets(request.shared["index"], prefix,
+                                            request.query_params)
+    return Response(value, status=status, headers=headers)
+
+
+@app.route("/search")
+def search(request):
+    _pp.wiki_request()
+    status, value = answer_search(request.shared["index"], request.query_params)
+    return value if status == 200 else Response(value, status=status)
+
+
+@app.route("/stats")
+def stats(request):
+    _pp.wiki_request()
+    sh = request.shared
+    out = stats_of(sh["index"], sh["xml"], _pp.wiki_requests())
+    out["worker"] = _pp.worker_id()
+    out["name"] = sh["name"]
+    return out
+
+
+@app.route("/")
+def index(request):
+    _pp.wiki_request()
+    from ._wiki_page import PAGE
+    return PAGE.replace("{{name}}", _html_escape(request.shared["name"]))
+
+
+def _html_escape(s):
+    return s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
+
+
+# ---- the same app over WSGI (for the process-per-worker servers it is measured against) ----
+
+
+def make_wsgi(dump, *, name=None):
+    """A WSGI app serving dump's routes as the native app does, loading the
+    index into this process (each process of gunicorn or granian loads its
+    own: the comparison in bench/bench_wiki.py)."""
+    import json
+    image, xml = load_index(dump, log=lambda m: None)
+    name = name or os.path.basename(dump)
+    served = [0]
+    page_cache = {}
+
+    def reply(start_response, status, headers, body):
+        start_response(f"{status} {_REASONS.get(status, 'OK')}",
+                       headers + [("Content-Length", str(len(body)))])
+        return [body]
+
+    def as_json(value):
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
+
+    def application(environ, start_response):
+        served[0] += 1
+        path = environ.get("PATH_INFO", "")
+        # PEP 3333: PATH_INFO is latin-1 of the raw bytes; titles are UTF-8.
+        path = path.encode("latin-1").decode("utf-8", "surrogateescape")
+        params = dict(urllib.parse.parse_qsl(environ.get("QUERY_STRING", "")))
+        if path.startswith("/wiki/"):
+            status, headers, body = answer_wiki(image, path[6:], params)
+            if status != 200:
+                return reply(start_response, status, headers, body)
+            start, length = body
+            f = open(xml, "rb")
+            f.seek(start)
+            start_response("200 OK", headers + [("Content-Length", str(length))])
+            wrapper = environ.get("wsgi.file_wrapper")
+            if wrapper is not None:
+                return wrapper(_Part(f, length), 65536)
+            return _Part(f, length)
+        if path.startswith("/offsets/"):
+            status, headers, value = answer_offsets(image, path[9:], params)
+            return reply(start_response, status,
+                         [("Content-Type", "application/json")] + headers, as_json(value))
+        if path == "/search":
+            status, value = answer_search(image, params)
+            return reply(start_response, status, [("Content-Type", "application/json")],
+                         as_json(value))
+        if path == "/stats":
+            out = stats_of(image, xml, [served[0]])
+            out["pid"] = os.getpid()
+            out["name"] = name
+            return reply(start_response, 200, [("Content-Type", "application/json")],
+                         as_json(out))
+        if path == "/":
+            if "page" not in page_cache:
+                from ._wiki_page import PAGE
+                page_cache["page"] = PAGE.replace("{{name}}", _html_escape(name)).encode()
+            return reply(start_response, 200, [("Content-Type", "text/html; charset=utf-8")],
+                         page_cache["page"])
+        return reply(start_response, 404, [("Content-Type", "text/plain")], b"not found\n")
+
+    return application
+
+
+class _Part:
+    """length bytes of an open file from its position: iterable, and with
+    read()/fileno() so a server's file_wrapper can sendfile it."""
+
+    def __init__(self, f, length):
+        self.f, self.left = f, length
+
+    def read(self, n=-1):
+        n = self.left if n is None or n < 0 else min(n, self.left)
+        data = self.f.read(n)
+        self.left -= len(data)
+        return data
+
+    def __iter__(self):
+        while self.left:
+            data = self.read(65536)
+            if not data:
+                return
+            yield data
+
+    def fileno(self):
+        return self.f.fileno()
+
+    def close(self):
+        self.f.close()
+
+
+_REASONS = {200: "OK", 301: "Moved Permanently", 400: "Bad Request", 404: "Not Found"}
+
+
+# ---- the command ----------------------------------------------------------------------
+
+
+def default_dump(cache_dir=None, log=None):
+    """The embedded default: the GCIDE dictionary (Debian's dict-gcide) as
+    a MediaWiki export, made once in the cache directory."""
+    from . import _gcide
+    cache_dir = cache_dir or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "pyparallel")
+    log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+    out = os.path.join(cache_dir, "gcide-pages-articles.xml")
+    if not os.path.exists(out):
+        log(f"making a MediaWiki export of GCIDE (dict-gcide) at {out}")
+    return _gcide.ensure(cache_dir)
+
+
+def _parser():
+    p = argparse.ArgumentParser(
+        prog="pyparallel wiki", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Serve a MediaWiki XML dump on every core: one frozen index "
+                    "shared by all workers (PyParallel's wiki example).")
+    p.add_argument("--dump", metavar="PATH",
+                   help="a MediaWiki XML export (.xml or .xml.bz2); default: the GCIDE "
+                        "dictionary from Debian's dict-gcide, converted once")
+    p.add_argument("--bind", "-b", default="127.0.0.1:8080", metavar="ADDRESS",
+                   help="HOST:PORT to listen on")
+    p.add_argument("--workers", "-w", type=int, default=cpu_count(),
+                   help="worker interpreters (one per core)")
+    p.add_argument("--rebuild", action="store_true",
+                   help="index the dump again even if a saved index matches it")
+    p.add_argument("--no-save", action="store_true",
+                   help="do not save the index beside the dump")
+    p.add_argument("--cache-dir", metavar="DIR",
+                   help="where the GCIDE export is made (default ~/.cache/pyparallel)")
+    return p
+
+
+def main(argv=None):
+    global _main_shared
+    from . import _api, _http, _io
+    args = _parser().parse_args(argv)
+    say = lambda msg: print(f"pyparallel wiki: {msg}", file=sys.stderr, flush=True)  # noqa: E731
+    if args.workers < 1:
+        say("--workers must be at least 1")
+        return 2
+    try:
+        dump = args.dump or default_dump(args.cache_dir, log=say)
+        image, xml = load_index(dump, rebuild=args.rebuild, save=not args.no_save, log=say)
+    except (FileNotFoundError, WikiError, OSError) as e:
+        say(str(e))
+        return 1
+    _main_shared = {"index": image, "xml": os.path.abspath(xml),
+                    "name": os.path.basename(dump)}
+    del image
+    _api.configure(workers=args.workers)
+    signalled = []
+
+    def on_signal(signum, frame):
+        signalled.append(signal.Signals(signum).name)
+        _pp.stop()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        servers = _http.start(app, "pyparallel.wiki:app", binds=[args.bind])
+    except (OSError, ValueError) as e:
+        say(str(e))
+        return 1
+    host, port = servers[0].address[:2]
+    url = f"http://{host if ':' not in host else '[' + host + ']'}:{port}"
+    info = _pp.wiki_info(app.shared["index"])
+    print(f"pyparallel wiki: serving {info['titles']:,} titles of {_main_shared['name']} "
+          f"on {url} with {args.workers} worker{'s' if args.workers != 1 else ''}\n"
+          f"  open {url}/ in a browser, or try:\n"
+          f"  curl {url}/offsets/{_example_prefix(app.shared['index'])}\n"
+          f"  curl {url}/stats", flush=True)
+    how = _io.run()
+    for sig, handler in previous.items():
+        signal.signal(sig, handler)
+    say(f"{signalled[0] if signalled else how}: stopping")
+    _http.drain(servers, 5.0)
+    return 0
+
+
+def _example_prefix(image):
+    for p in ("Abac", "Pyth", "Appl", "Wiki"):
+        if _pp.wiki_offsets(image, p, 1)[1]:
+            return p
+    rows, _ = _pp.wiki_offsets(image, "", 1)
+    return urllib.parse.quote(rows[0][0][:4]) if rows else "Abc"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
