@@ -93,8 +93,11 @@ class Browser:
         with open(self._log_path, "wb") as log:
             # XDG_*: crashpad's "Crash Reports" and caches go to the temp
             # profile too, not to ~/.config/chromium.
-            env = dict(os.environ, XDG_CONFIG_HOME=self.profile,
-                       XDG_CACHE_HOME=self.profile)
+            # The sanitizer runtimes the suite may run under (scripts/
+            # sanitizer-env.sh) are for pyparallel, not for chromium.
+            env = {k: v for k, v in os.environ.items()
+                   if k not in ("LD_PRELOAD", "ASAN_OPTIONS", "UBSAN_OPTIONS")}
+            env.update(XDG_CONFIG_HOME=self.profile, XDG_CACHE_HOME=self.profile)
             self.proc = subprocess.Popen(
                 [self.binary, *flags, "about:blank"], stdin=subprocess.DEVNULL,
                 stdout=log, stderr=log, env=env, start_new_session=True)

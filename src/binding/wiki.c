@@ -7,14 +7,16 @@
  * a process-wide table; a lookup, in any interpreter, finds the bytes in
  * that table in a few compares and reads the image by pointer.  Bytes that
  * were never checked are refused, so a lookup never trusts unchecked
- * offsets.  A checked image is kept alive for the life of the process: it
- * is frozen (immortal) to be shared with workers, or held by the table.
+ * offsets.  The table holds a reference to each image; a frozen one (the
+ * one workers read) stays open for good, an unfrozen one in main until
+ * wiki_close().
  *
  *   WikiBuilder()                  .feed(buf, eof=False) -> bytes consumed
  *                                  .finish(dump_size, dump_mtime_ns,
  *                                          source_size, source_mtime_ns)
  *                                  -> the image (bytes)
  *   wiki_open(image)               check and record it (main interpreter)
+ *   wiki_close(image)              forget an unfrozen one (main interpreter)
  *   wiki_find(image, title)        entry index or -1
  *   wiki_page(image, i)            (title, start, length, redirect or -1)
  *   wiki_offsets(image, prefix, limit)  ([[title, start, end], ...], total)
@@ -224,37 +226,62 @@ PyType_Spec ppy_wiki_builder_spec = {
 
 /* ---- checked images ------------------------------------------------------ */
 
-#define MAX_IMAGES 64
+#define MAX_IMAGES 1024
 
+/* A slot is live while data is set; data is published after ix (release)
+ * and read before it (acquire).  Frozen images stay for good (workers may
+ * read them); the main interpreter's own, unfrozen ones are released with
+ * wiki_close(), their slot then reused. */
 typedef struct {
-    const char *data;
+    _Atomic(const char *) data;
     size_t len;
     pp_wiki_index ix;
+    PyObject *owner;                    /* strong reference (main's) */
 } checked;
 
 static checked images[MAX_IMAGES];
-static atomic_size_t n_images;
+static atomic_size_t n_images;          /* slots ever used */
 static pthread_mutex_t images_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static checked *
+slot_of(PyObject *obj)
+{
+    size_t i, n = atomic_load_explicit(&n_images, memory_order_acquire);
+    const char *data = PyBytes_AS_STRING(obj);
+
+    for (i = 0; i < n; i++)
+        if (atomic_load_explicit(&images[i].data, memory_order_acquire) == data &&
+            images[i].len == (size_t)PyBytes_GET_SIZE(obj))
+            return &images[i];
+    return NULL;
+}
 
 /* The view of a checked image, or NULL with ValueError/TypeError set. */
 static const pp_wiki_index *
 index_of(PyObject *obj)
 {
-    size_t i, n = atomic_load_explicit(&n_images, memory_order_acquire);
-    const char *data;
+    checked *c;
 
     if (!PyBytes_Check(obj)) {
         PyErr_Format(PyExc_TypeError, "a wiki index is bytes, not %.100s", Py_TYPE(obj)->tp_name);
         return NULL;
     }
-    data = PyBytes_AS_STRING(obj);
-    for (i = 0; i < n; i++)
-        if (images[i].data == data && images[i].len == (size_t)PyBytes_GET_SIZE(obj))
-            return &images[i].ix;
+    if ((c = slot_of(obj)) != NULL)
+        return &c->ix;
     PyErr_SetString(PyExc_ValueError,
-                    "these bytes are not a checked wiki index: pass them to "
+                    "these bytes are not an open wiki index: pass them to "
                     "wiki_open() in the main interpreter first");
     return NULL;
+}
+
+static int
+in_main(const char *what)
+{
+    if (PyInterpreterState_Get() == PyInterpreterState_Main())
+        return 1;
+    PyErr_Format(PyExc_RuntimeError, "%s runs in the main interpreter; workers "
+                 "read an index it opened", what);
+    return 0;
 }
 
 static PyObject *
@@ -262,21 +289,17 @@ wiki_open(PyObject *module, PyObject *obj)
 {
     pp_wiki_index ix;
     char err[256];
-    size_t n;
+    size_t i, n;
 
     (void)module;
     if (!PyBytes_Check(obj)) {
         PyErr_Format(PyExc_TypeError, "a wiki index is bytes, not %.100s", Py_TYPE(obj)->tp_name);
         return NULL;
     }
-    if (index_of(obj) != NULL)
+    if (slot_of(obj) != NULL)
         Py_RETURN_NONE;
-    PyErr_Clear();
-    if (PyInterpreterState_Get() != PyInterpreterState_Main()) {
-        PyErr_SetString(PyExc_RuntimeError, "wiki_open() runs in the main interpreter; "
-                        "workers read an index it opened");
+    if (!in_main("wiki_open()"))
         return NULL;
-    }
     if (pp_wiki_index_open(&ix, PyBytes_AS_STRING(obj), (size_t)PyBytes_GET_SIZE(obj),
                            err, sizeof err) < 0) {
         PyErr_SetString(PyExc_ValueError, err);
@@ -284,17 +307,48 @@ wiki_open(PyObject *module, PyObject *obj)
     }
     pthread_mutex_lock(&images_lock);
     n = atomic_load_explicit(&n_images, memory_order_relaxed);
-    if (n == MAX_IMAGES) {
+    for (i = 0; i < n; i++)
+        if (atomic_load_explicit(&images[i].data, memory_order_relaxed) == NULL)
+            break;
+    if (i == MAX_IMAGES) {
         pthread_mutex_unlock(&images_lock);
-        PyErr_SetString(PyExc_RuntimeError, "more than 64 wiki indexes opened in one process");
+        PyErr_SetString(PyExc_RuntimeError, "more than 1024 wiki indexes open in one "
+                        "process: wiki_close() the ones no longer used");
         return NULL;
     }
-    Py_INCREF(obj);                     /* kept for the life of the process */
-    images[n].data = PyBytes_AS_STRING(obj);
-    images[n].len = (size_t)PyBytes_GET_SIZE(obj);
-    images[n].ix = ix;
-    atomic_store_explicit(&n_images, n + 1, memory_order_release);
+    images[i].owner = Py_NewRef(obj);
+    images[i].len = (size_t)PyBytes_GET_SIZE(obj);
+    images[i].ix = ix;
+    atomic_store_explicit(&images[i].data, PyBytes_AS_STRING(obj), memory_order_release);
+    if (i == n)
+        atomic_store_explicit(&n_images, n + 1, memory_order_release);
     pthread_mutex_unlock(&images_lock);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+wiki_close(PyObject *module, PyObject *obj)
+{
+    checked *c;
+    PyObject *owner;
+
+    (void)module;
+    if (index_of(obj) == NULL || !in_main("wiki_close()"))
+        return NULL;
+    if (ppy_is_shareable(obj)) {
+        PyErr_SetString(PyExc_ValueError, "a frozen wiki index stays open: workers may "
+                        "be reading it");
+        return NULL;
+    }
+    pthread_mutex_lock(&images_lock);
+    c = slot_of(obj);
+    owner = c ? c->owner : NULL;
+    if (c) {
+        atomic_store_explicit(&c->data, NULL, memory_order_release);
+        c->owner = NULL;
+    }
+    pthread_mutex_unlock(&images_lock);
+    Py_XDECREF(owner);
     Py_RETURN_NONE;
 }
 
@@ -575,6 +629,9 @@ PyMethodDef ppy_wiki_methods[] = {
     {"wiki_open", wiki_open, METH_O,
      "wiki_open(image, /)\n--\n\nCheck a wiki index image whole and record it "
      "for lookups (main interpreter)."},
+    {"wiki_close", wiki_close, METH_O,
+     "wiki_close(image, /)\n--\n\nForget an unfrozen image wiki_open() recorded, "
+     "letting it be freed (main interpreter)."},
     {"wiki_find", (PyCFunction)(void (*)(void))wiki_find, METH_FASTCALL,
      "wiki_find(image, title, /)\n--\n\nThe entry of title, or -1."},
     {"wiki_page", (PyCFunction)(void (*)(void))wiki_page, METH_FASTCALL,

@@ -98,7 +98,8 @@ typedef struct pp_wiki_header {
     uint64_t duplicates;       /* pages dropped: a title seen before */
     uint64_t source_size;      /* of the file indexed (.bz2: compressed) */
     uint64_t source_mtime_ns;
-    uint64_t reserved[4];
+    uint64_t checksum;         /* pp_wiki_checksum() of all after the header */
+    uint64_t reserved[3];
 } pp_wiki_header;
 
 typedef struct pp_wiki_entry {
@@ -135,6 +136,10 @@ size_t pp_wiki_builder_memory(const pp_wiki_builder *b);
 void *pp_wiki_builder_finish(pp_wiki_builder *b, const pp_wiki_header *hdr_in,
                              pp_wiki_fold_fn fold, void *fold_arg,
                              size_t *size, char *err, size_t errlen);
+
+/* A 64-bit checksum of the image's bytes after its header (a saved index
+ * damaged on disk is refused, not trusted). */
+uint64_t pp_wiki_checksum(const void *image, size_t size);
 
 /* A view of an image. */
 typedef struct pp_wiki_index {

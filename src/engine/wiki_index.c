@@ -317,6 +317,7 @@ pp_wiki_builder_finish(pp_wiki_builder *b, const pp_wiki_header *hdr_in,
         }
     }
     h->redirects = redirects;
+    h->checksum = pp_wiki_checksum(img, total);
     *size = total;
     free(order);
     free(toff);
@@ -343,6 +344,31 @@ fail:
 }
 
 /* ---- reading an image --------------------------------------------------- */
+
+uint64_t
+pp_wiki_checksum(const void *image, size_t size)
+{
+    /* Four independent multiply-xor lanes over 64-bit words (the image is
+     * 8-byte aligned and a multiple of 8 long), folded at the end. */
+    const uint64_t *w = (const uint64_t *)((const char *)image + sizeof(pp_wiki_header));
+    size_t n = (size - sizeof(pp_wiki_header)) / 8, i;
+    uint64_t a = 0x9E3779B97F4A7C15u, b = 0xC2B2AE3D27D4EB4Fu, c = 0x165667B19E3779F9u,
+             d = 0x27D4EB2F165667C5u, m = 0x100000001B3u;
+
+    for (i = 0; i + 4 <= n; i += 4) {
+        a = (a ^ w[i]) * m;
+        b = (b ^ w[i + 1]) * m;
+        c = (c ^ w[i + 2]) * m;
+        d = (d ^ w[i + 3]) * m;
+    }
+    for (; i < n; i++)
+        a = (a ^ w[i]) * m;
+    a ^= (b << 1 | b >> 63) ^ (c << 2 | c >> 62) ^ (d << 3 | d >> 61);
+    a ^= a >> 33;
+    a *= 0xFF51AFD7ED558CCDu;
+    a ^= a >> 33;
+    return a ^ (uint64_t)size;
+}
 
 static int
 bad(char *err, size_t errlen, const char *what, size_t i)
@@ -373,6 +399,8 @@ pp_wiki_index_open(pp_wiki_index *ix, const void *buf, size_t len,
            ALIGN8((size_t)h->folds_size);
     if (need != len)
         return bad(err, errlen, "the sections do not add up to the image's size", 0);
+    if (pp_wiki_checksum(buf, len) != h->checksum)
+        return bad(err, errlen, "the checksum does not match: the image is damaged", 0);
     ix->h = h;
     ix->n = n;
     ix->entry = (const pp_wiki_entry *)(base + sizeof *h);

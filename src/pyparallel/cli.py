@@ -1,4 +1,5 @@
-"""The pyparallel command: ``pyparallel serve MODULE:APP [options]``.
+"""The pyparallel command: ``pyparallel serve MODULE:APP [options]``, and
+``pyparallel wiki [--dump PATH]`` (pyparallel.wiki).
 
 Serves a native pyparallel.http.App or a WSGI app on every core of one
 process.  Errors a user can fix (a bad app path, an import error in the
@@ -47,6 +48,8 @@ def _parser():
     p = argparse.ArgumentParser(prog="pyparallel", description=(
         "pyparallel: Python handlers on every core of one process."))
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    sub.add_parser("wiki", help="serve a MediaWiki XML dump on every core "
+                   "(pyparallel wiki --help)", add_help=False)
     s = sub.add_parser(
         "serve", help="serve an HTTP app",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
@@ -191,6 +194,10 @@ def serve_main(args):
 
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["wiki"]:
+        from . import wiki
+        return wiki.main(argv[1:])
     parser = _parser()
     args = parser.parse_args(argv)
     if args.command != "serve":

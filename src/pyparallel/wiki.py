@@ -114,24 +114,27 @@ def _bz2_reader(src, out):
     """read(view) over the decompressed bytes of a (multistream) .bz2 file,
     writing them to out as they go."""
     d = bz2.BZ2Decompressor()
+    fed = False                 # has d been given any input?
     pending = memoryview(b"")
 
     def read(view):
-        nonlocal d, pending
+        nonlocal d, fed, pending
         while not len(pending):
-            if d.eof:
+            if d.eof:           # the next stream of a multistream file
                 rest = d.unused_data
-                d = bz2.BZ2Decompressor()
+                d, fed = bz2.BZ2Decompressor(), False
                 if rest:
+                    fed = True
                     pending = memoryview(d.decompress(rest, len(view)))
                     continue
             if d.needs_input:
                 data = src.read(1 << 20)
                 if not data:
-                    if not d.eof:
+                    if fed:
                         raise WikiError(f"{src.name}: the .bz2 file ends inside a "
                                         "compressed stream: it is truncated")
                     return 0
+                fed = True
             else:
                 data = b""
             pending = memoryview(d.decompress(data, len(view)))
@@ -341,8 +344,12 @@ class WikiApp(App):
     {"index": image, "xml": path, "name": ...}, frozen."""
 
     def _build_shared(self):
+        global _main_shared
         shared = App._build_shared(self)
         _pp.wiki_open(shared["index"])     # the frozen copy is the one workers see
+        if _main_shared is not None and not _pp.is_frozen(_main_shared["index"]):
+            _pp.wiki_close(_main_shared["index"])  # the unfrozen image: freed, not kept twice
+            _main_shared = None
         return shared
 
 
@@ -361,8 +368,10 @@ def wiki(request, title):
                     content_type=headers[-1][1])
 
 
+@app.route("/offsets")
+@app.route("/offsets/")
 @app.route("/offsets/{prefix:path}")
-def offsets(request, prefix):
+def offsets(request, prefix=""):
     _pp.wiki_request()
     status, headers, value = answer_offsets(request.shared["index"], prefix,
                                             request.query_params)

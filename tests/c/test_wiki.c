@@ -201,12 +201,22 @@ test_index_open_refuses_damage(void)
     uint64_t keep;
 
     ASSERT_EQ(pp_wiki_index_open(&ix, img, size - 8, err, sizeof err), -1);
+    /* Any changed byte: the checksum. */
+    img[size - 1] ^= 1;
+    ASSERT_EQ(pp_wiki_index_open(&ix, img, size, err, sizeof err), -1);
+    ASSERT_TRUE(strstr(err, "checksum") != NULL);
+    img[size - 1] ^= 1;
+    ASSERT_EQ(pp_wiki_index_open(&ix, img, size, err, sizeof err), 0);
+    /* Damage that a matching checksum would let through (a bad writer):
+     * the structural checks. */
     keep = e[1].title_off;
     e[1].title_off = h->titles_size + 5;
+    h->checksum = pp_wiki_checksum(img, size);
     ASSERT_EQ(pp_wiki_index_open(&ix, img, size, err, sizeof err), -1);
     ASSERT_TRUE(strstr(err, "entry") != NULL);
     e[1].title_off = keep;
     e[2].start = h->dump_size;
+    h->checksum = pp_wiki_checksum(img, size);
     ASSERT_EQ(pp_wiki_index_open(&ix, img, size, err, sizeof err), -1);
     ASSERT_TRUE(strstr(err, "beyond") != NULL);
     free(img);
