@@ -712,6 +712,10 @@ def report(res, out=sys.stdout):
                     cells += ["-", "-"]
                     continue
                 flag = f" ⚠ {x['errors']} errors" if x["errors"] else ""
+                others = [rn["routes"][r].get("other_cpus", 0) for rn in res["runs"]
+                          if rn["corpus"] == corpus and rn["kind"] == kind and r in rn["routes"]]
+                if others and median(others) >= 0.2:
+                    flag += "*"
                 cells += [f"**{fmt_rate(x['rps_median'])}** ({fmt_rate(x['rps_min'])}–"
                           f"{fmt_rate(x['rps_max'])}){flag}",
                           f"{x['p99_us'] / 1000:.1f} ms" if x["p99_us"] else "-"]
@@ -737,6 +741,10 @@ def report(res, out=sys.stdout):
                 if x.get("applies") is False:
                     verdict += " (reference)"
                 w(f"| {x['target']} | {x['value']} | {verdict} |")
+    w()
+    w("Requests/s: median over rounds (lowest–highest); ⚠ n: wrk counted n errors; *: other "
+      "processes used >= 0.2 CPUs meanwhile (median over rounds).  RSS, PSS: summed over the "
+      "server's process tree after the warm-up; RSS after load: after the measured routes.")
     for k, why in res["not_available"].items():
         w(f"- {k}: not measured: {why}")
     for k, errs in res["errors"].items():

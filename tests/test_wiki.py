@@ -197,6 +197,50 @@ def test_a_bz2_dump_is_decompressed_once_beside_it(tmp_path):
     _pp.wiki_close(image)
 
 
+def test_a_multistream_bz2_is_decompressed_by_the_workers(tmp_path, monkeypatch):
+    """Wikipedia's multistream form: many streams, found by their headers,
+    decompressed in batches by the workers; the same copy and index as main
+    alone makes."""
+    plain = str(tmp_path / "src.xml")
+    titles = [f"Page {i:04d} {'é' * (i % 3)}" for i in range(400)]
+    make_export(plain, [(t, f"text of {t} " * (i % 50 + 1), None) for i, t in enumerate(titles)])
+    data = open(plain, "rb").read()
+    cuts = [0] + [m.start() for m in re.finditer(rb"  <page>", data)][::7] + [len(data)]
+    blob = b"".join(bz2.compress(data[a:b]) for a, b in zip(cuts, cuts[1:]))
+    ranges = wiki._bz2_batches(blob, 1000)
+    assert ranges is not None and len(ranges) > 15
+    assert ranges[0][0] == 0 and ranges[-1][1] == len(blob)
+    assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:]))
+    assert wiki._bz2_batches(bz2.compress(data), 2000) is None      # one stream
+    monkeypatch.setattr(wiki, "BZ2_BATCH", 1000)
+    monkeypatch.setattr(wiki, "BZ2_PARALLEL_MIN", 0)
+    par, seq = str(tmp_path / "par.xml.bz2"), str(tmp_path / "seq.xml.bz2")
+    for p in (par, seq):
+        with open(p, "wb") as f:
+            f.write(blob)
+    a = wiki.build_index(par, progress=quiet())
+    b = wiki.build_index(seq, progress=quiet(), parallel=False)
+    assert open(par[:-4], "rb").read() == data == open(seq[:-4], "rb").read()
+    assert _pp.wiki_offsets(a, "", 1000) == _pp.wiki_offsets(b, "", 1000)
+    assert _pp.wiki_info(a)["titles"] == 400
+    # A damaged batch: a clear error, and no copy left behind.
+    bad = str(tmp_path / "bad.xml.bz2")
+    with open(bad, "wb") as f:
+        f.write(blob[:len(blob) // 2] + b"\0" * 64 + blob[len(blob) // 2 + 64:])
+    for parallel in (True, False):
+        with pytest.raises(wiki.WikiError, match="damaged"):
+            wiki.build_index(bad, progress=quiet(), parallel=parallel)
+        assert not os.path.exists(bad[:-4]) and not os.path.exists(bad[:-4] + ".tmp")
+    # Bytes after the last stream are not dropped in silence either.
+    with open(bad, "wb") as f:
+        f.write(blob + b"trailing junk")
+    for parallel in (True, False):
+        with pytest.raises(wiki.WikiError, match="damaged"):
+            wiki.build_index(bad, progress=quiet(), parallel=parallel)
+    for img in (a, b):
+        _pp.wiki_close(img)
+
+
 # ---- over HTTP -------------------------------------------------------------------------
 
 

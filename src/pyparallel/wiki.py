@@ -125,7 +125,11 @@ def _bz2_reader(src, out):
                 d, fed = bz2.BZ2Decompressor(), False
                 if rest:
                     fed = True
-                    pending = memoryview(d.decompress(rest, len(view)))
+                    try:
+                        pending = memoryview(d.decompress(rest, len(view)))
+                    except OSError as e:
+                        raise WikiError(f"{src.name}: near byte {src.tell()}: {e}: the "
+                                        ".bz2 file is damaged") from None
                     continue
             if d.needs_input:
                 data = src.read(1 << 20)
@@ -137,13 +141,113 @@ def _bz2_reader(src, out):
                 fed = True
             else:
                 data = b""
-            pending = memoryview(d.decompress(data, len(view)))
+            try:
+                pending = memoryview(d.decompress(data, len(view)))
+            except OSError as e:
+                raise WikiError(f"{src.name}: near byte {src.tell()}: {e}: the .bz2 "
+                                "file is damaged") from None
         n = min(len(view), len(pending))
         view[:n] = pending[:n]
         out.write(pending[:n])
         pending = pending[n:]
         return n
 
+    return read
+
+
+# A .bz2 dump made of many streams (Wikipedia's pages-articles-multistream
+# files: 100 pages a stream) is decompressed by every worker: the streams
+# are found by their byte-aligned headers, grouped into batches, and each
+# batch decompressed by a worker while main writes the copy and scans it
+# in order.  A single-stream file is decompressed by main alone.
+BZ2_BATCH = 4 << 20             # compressed bytes per worker task
+BZ2_PARALLEL_MIN = 16 << 20     # smaller files: main alone
+_BZ2_MAGIC = b"1AY&SY"          # the block header after "BZh1".."BZh9"
+
+
+def _bz2_batches(data, batch):
+    """[start, end) byte ranges of data, each a run of whole bz2 streams of
+    about batch bytes; None when data has a single stream."""
+    starts, pos = [0], 4
+    while True:
+        at = data.find(_BZ2_MAGIC, pos)
+        if at < 0:
+            break
+        head = data[at - 4:at]
+        if head[:3] == b"BZh" and 0x31 <= head[3] <= 0x39 and at - 4 > starts[-1]:
+            starts.append(at - 4)
+        pos = at + 1
+    if len(starts) < 2:
+        return None
+    ranges, first = [], 0
+    for s in starts[1:]:
+        if s - first >= batch:
+            ranges.append((first, s))
+            first = s
+    ranges.append((first, len(data)))
+    return ranges
+
+
+def _decompress_streams(part):
+    """In a worker: the bytes of one batch of whole bz2 streams.  Strict,
+    unlike bz2.decompress(), which drops what follows the last good stream:
+    any byte that is not part of a whole stream is an error."""
+    out = []
+    while part:
+        d = bz2.BZ2Decompressor()
+        out.append(d.decompress(part))
+        if not d.eof:
+            raise EOFError("the data ends inside a compressed stream")
+        part = d.unused_data
+    return b"".join(out)
+
+
+def _bz2_parallel_reader(src, out, progress_pos):
+    """read(view) over a multistream .bz2 decompressed by the workers, or
+    None when the file is not multistream (or too small to gain)."""
+    import collections
+    import mmap
+    from . import _api
+    size = os.fstat(src.fileno()).st_size
+    if size < BZ2_PARALLEL_MIN:
+        return None
+    m = mmap.mmap(src.fileno(), 0, access=mmap.ACCESS_READ)
+    ranges = _bz2_batches(m, BZ2_BATCH)
+    if ranges is None:
+        m.close()
+        return None
+    ex = _api._executor()
+    depth = 2 * ex.max_workers
+    todo = collections.deque(ranges)
+    flight = collections.deque()
+    pending = memoryview(b"")
+
+    def refill():
+        while todo and len(flight) < depth:
+            a, b = todo.popleft()
+            flight.append((b, ex.submit(_decompress_streams, m[a:b])))
+
+    def read(view):
+        nonlocal pending
+        while not len(pending):
+            refill()
+            if not flight:
+                m.close()
+                return 0
+            end, fut = flight.popleft()
+            try:
+                pending = memoryview(fut.result())
+            except (OSError, EOFError, ValueError) as e:
+                raise WikiError(f"{src.name}: bytes before {end} do not decompress "
+                                f"({e}): the .bz2 file is damaged or truncated") from None
+            progress_pos[0] = end
+        n = min(len(view), len(pending))
+        view[:n] = pending[:n]
+        out.write(pending[:n])
+        pending = pending[n:]
+        return n
+
+    refill()
     return read
 
 
@@ -157,10 +261,11 @@ def index_path_of(dump):
     return dump + INDEX_SUFFIX
 
 
-def build_index(dump, *, progress=None):
+def build_index(dump, *, progress=None, parallel=True):
     """Scans dump (a MediaWiki XML export, or a .bz2 of one) and returns
     the index image (bytes).  A .bz2 dump is decompressed once, to
-    xml_path_of(dump).  WikiError names the byte offset of a malformed or
+    xml_path_of(dump); a multistream one by every worker of the default
+    executor (parallel=False: by main alone).  WikiError names the byte offset of a malformed or
     truncated dump; nothing half-built is returned or kept."""
     dump = os.fspath(dump)
     st = os.stat(dump)
@@ -172,10 +277,14 @@ def build_index(dump, *, progress=None):
         xml = xml_path_of(dump)
         tmp = xml + ".tmp"
         with open(dump, "rb") as src, open(tmp, "wb") as out:
-            read = _bz2_reader(src, out)
+            at = [0]                      # compressed bytes consumed
+            read = _bz2_parallel_reader(src, out, at) if parallel else None
+            if read is None:
+                read = _bz2_reader(src, out)
+                at = None
 
             def report(done, pages, force=False):
-                Progress.update(progress, src.tell(), pages, force)
+                Progress.update(progress, at[0] if at else src.tell(), pages, force)
             progress.update = report
             try:
                 _scan(builder, read, progress, st.st_size)
@@ -215,7 +324,7 @@ def _fresh(header, dump):
     return (header["dump_size"], header["dump_mtime_ns"]) == (xst.st_size, xst.st_mtime_ns)
 
 
-def load_index(dump, *, rebuild=False, save=True, progress=None, log=None):
+def load_index(dump, *, rebuild=False, save=True, progress=None, log=None, parallel=True):
     """The index of dump: the saved one beside it (dump + '.ppindex') when
     it matches the dump, else built now (and saved, atomically).  Returns
     (image, xml_path); the image is checked (wiki_open) and ready for
@@ -239,7 +348,7 @@ def load_index(dump, *, rebuild=False, save=True, progress=None, log=None):
         else:
             log(f"the dump changed since {path} was saved; rebuilding it")
         del image
-    image = build_index(dump, progress=progress)
+    image = build_index(dump, progress=progress, parallel=parallel)
     if save:
         tmp = path + ".tmp"
         try:
@@ -545,6 +654,7 @@ def main(argv=None):
     if args.workers < 1:
         say("--workers must be at least 1")
         return 2
+    _api.configure(workers=args.workers)    # the index build's workers, then the server's
     try:
         dump = args.dump or default_dump(args.cache_dir, log=say)
         image, xml = load_index(dump, rebuild=args.rebuild, save=not args.no_save, log=say)
@@ -554,7 +664,6 @@ def main(argv=None):
     _main_shared = {"index": image, "xml": os.path.abspath(xml),
                     "name": os.path.basename(dump)}
     del image
-    _api.configure(workers=args.workers)
     signalled = []
 
     def on_signal(signum, frame):
