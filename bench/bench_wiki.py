@@ -505,6 +505,7 @@ def run_wrk(srv, route, paths_file, conns, duration, threads, timeout):
            "bytes": int(w["bytes"]), "mb_per_s": w["bytes"] / secs / 1e6,
            "server_cpu_s": sc, "wrk_cpu_s": acct["client_cpu_s"],
            "server_cpus": round(sc / secs, 3), "other_cpus": acct["other_cpus"],
+           "steal_cpus": acct["steal_cpus"],
            "req_per_cpu_s": w["requests"] / sc if sc > 0 else None,
            "lat_us": {"p50": w["p50_us"], "p99": w["p99_us"], "max": w["max_us"]},
            "errors": errors, "error_total": sum(errors.values())}
@@ -610,13 +611,16 @@ def summarize(res):
             if other == "pyparallel":
                 continue
             for route in res["params"]["routes"]:
-                per = []
+                per, eff = [], []
                 for i in sorted(set(pp) & set(by[other])):
                     a, b = pp[i]["routes"].get(route, {}), by[other][i]["routes"].get(route, {})
                     if a.get("rps") and b.get("rps"):
                         per.append(a["rps"] / b["rps"])
+                    if a.get("req_per_cpu_s") and b.get("req_per_cpu_s"):
+                        eff.append(a["req_per_cpu_s"] / b["req_per_cpu_s"])
                 if per:
-                    rr[f"{route}:pyparallel/{other}"] = {"ratio": median(per), "per_round": per}
+                    rr[f"{route}:pyparallel/{other}"] = {"ratio": median(per), "per_round": per,
+                                                         "cpu_ratio": median(eff) if eff else None}
             mem = [pp[i]["mem"]["rss"] / by[other][i]["mem"]["rss"]
                    for i in sorted(set(pp) & set(by[other])) if by[other][i]["mem"]["rss"]]
             if mem:
@@ -696,20 +700,20 @@ def report(res, out=sys.stdout):
         w(f"### {what}")
         w()
         w("| server | processes | RSS | PSS | PSS anon | RSS after load | " +
-          " | ".join(f"{ROUTE_LABELS[r]} req/s (min-max) | p99" for r in p["routes"]) + " |")
-        w("|---|---|---|---|---|---|" + "---|---|" * len(p["routes"]))
+          " | ".join(f"{ROUTE_LABELS[r]} req/s (min-max) | req/CPU-s | p99" for r in p["routes"]) + " |")
+        w("|---|---|---|---|---|---|" + "---|---|---|" * len(p["routes"]))
         for kind in p["kinds"]:
             d = s.get(kind)
             if not d:
                 why = res["not_available"].get(f"{corpus}/{kind}") or \
                     (res["errors"].get(f"{corpus}/{kind}") or ["not measured"])[0]
-                w(f"| {LABELS[kind]} | {why[:200]} |" + " |" * (4 + 2 * len(p["routes"])))
+                w(f"| {LABELS[kind]} | {why[:200]} |" + " |" * (4 + 3 * len(p["routes"])))
                 continue
             cells = []
             for r in p["routes"]:
                 x = d["routes"].get(r)
                 if not x:
-                    cells += ["-", "-"]
+                    cells += ["-", "-", "-"]
                     continue
                 flag = f" ⚠ {x['errors']} errors" if x["errors"] else ""
                 others = [rn["routes"][r].get("other_cpus", 0) for rn in res["runs"]
@@ -718,18 +722,26 @@ def report(res, out=sys.stdout):
                     flag += "*"
                 cells += [f"**{fmt_rate(x['rps_median'])}** ({fmt_rate(x['rps_min'])}–"
                           f"{fmt_rate(x['rps_max'])}){flag}",
+                          f"{fmt_rate(x['req_per_cpu_s'])} ({x['server_cpus']:.2f} CPU)",
                           f"{x['p99_us'] / 1000:.1f} ms" if x["p99_us"] else "-"]
             w(f"| {LABELS[kind]} | {d['processes']} | {d['rss'] / MB:.1f} MB | {d['pss'] / MB:.1f} MB "
               f"| {d['pss_anon'] / MB:.1f} MB | {d['rss_after'] / MB:.1f} MB | " + " | ".join(cells) + " |")
         rr = res["ratios"].get(corpus, {})
         if rr:
             w()
-            w("| pyparallel ÷ | " + " | ".join(f"{ROUTE_LABELS[r]} req/s" for r in p["routes"])
-              + " | RSS |")
+            w("| pyparallel ÷ | " + " | ".join(f"{ROUTE_LABELS[r]} req/s (per CPU-s)"
+                                                for r in p["routes"]) + " | RSS |")
             w("|---|" + "---|" * (len(p["routes"]) + 1))
             for kind in p["kinds"][1:]:
-                cells = [f"{rr[f'{r}:pyparallel/{kind}']['ratio']:.2f}" if f"{r}:pyparallel/{kind}" in rr
-                         else "-" for r in p["routes"] + ["rss"]]
+                cells = []
+                for r in p["routes"] + ["rss"]:
+                    x = rr.get(f"{r}:pyparallel/{kind}")
+                    if not x:
+                        cells.append("-")
+                    elif x.get("cpu_ratio"):
+                        cells.append(f"{x['ratio']:.2f} ({x['cpu_ratio']:.2f})")
+                    else:
+                        cells.append(f"{x['ratio']:.2f}")
                 w(f"| {LABELS[kind]} | " + " | ".join(cells) + " |")
         t = res["targets"].get(corpus, [])
         if t:
@@ -743,7 +755,8 @@ def report(res, out=sys.stdout):
                 w(f"| {x['target']} | {x['value']} | {verdict} |")
     w()
     w("Requests/s: median over rounds (lowest–highest); ⚠ n: wrk counted n errors; *: other "
-      "processes used >= 0.2 CPUs meanwhile (median over rounds).  RSS, PSS: summed over the "
+      "processes used >= 0.2 CPUs meanwhile (median over rounds); req/CPU-s: requests per "
+      "CPU-second of the server's process tree (CPUs it used).  RSS, PSS: summed over the "
       "server's process tree after the warm-up; RSS after load: after the measured routes.")
     for k, why in res["not_available"].items():
         w(f"- {k}: not measured: {why}")
@@ -767,6 +780,7 @@ def main():
     if args.report:
         with open(args.report) as f:
             res = json.load(f)
+        summarize(res)
         report(res)
         chart(res, args.chart)
         return

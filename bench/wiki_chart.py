@@ -44,11 +44,11 @@ def write_svg(results, path):
     kinds = []
     for res in results:
         kinds += [k for k in res["params"]["kinds"] if k not in kinds]
-    BAR, GAP, LW, CW, T = 12, 12, 200, 430, 62
+    BAR, GAP, LW, CW, T = 12, 12, 200, 400, 76
     nroutes = max(len(r["params"]["routes"]) for r in results)
     group_h = len(kinds) * BAR + GAP + 16
     panel_h = (nroutes + 2) * group_h + 30
-    W = LW + CW + 130
+    W = LW + CW + 260
     H = T + len(panels) * panel_h + 10
     first = results[0]
     p = first["params"]
@@ -56,9 +56,11 @@ def write_svg(results, path):
          f'viewBox="0 0 {W} {H}" font-family="sans-serif" font-size="11">',
          f'<rect width="{W}" height="{H}" fill="white"/>',
          f'<text x="{W / 2}" y="22" text-anchor="middle" font-size="14">Wiki server, '
-         f'{p["workers"]} workers each: requests per second (median of {p["rounds"]} rounds; '
-         f'label: pyparallel ÷ it) and memory</text>',
-         f'<text x="{W / 2}" y="40" text-anchor="middle" fill="#555">'
+         f'{p["workers"]} workers each: requests per second (median of {p["rounds"]} rounds) '
+         f'and memory</text>',
+         f'<text x="{W / 2}" y="40" text-anchor="middle" fill="#555">label: pyparallel ÷ that '
+         f'server (median of the per-round ratios); MB = 2^20 bytes</text>',
+         f'<text x="{W / 2}" y="56" text-anchor="middle" fill="#555">'
          f'{_esc(first["machine"].get("cpu_model", ""))}, {first["machine"].get("cpus")} CPUs; '
          f'wrk {p["conns"]} connections, {p["duration"]} s per route; '
          f'/offsets ?limit={p["offsets_limit"]}</text>']
@@ -90,12 +92,17 @@ def write_svg(results, path):
                     continue
                 if what == "rps":
                     w = CW * v / top_rps
-                    ref = mine.get("routes", {}).get(g, {}).get("rps_median")
-                    text = _rate(v) + (f"  {ref / v:.2f}×" if ref and k != "pyparallel" else "")
+                    # the median of the within-round ratios, as in the tables
+                    r = res.get("ratios", {}).get(corpus, {}).get(f"{g}:pyparallel/{k}")
+                    text = _rate(v) + (f"  {r['ratio']:.2f}×" if r and k != "pyparallel" else "")
                 else:
                     w = CW * v / top_mem
                     ref = mine.get(g)
                     text = f"{v / MB:.0f} MB" + (f"  {ref / v:.2f}×" if ref and k != "pyparallel" else "")
+                    if k == "pyparallel" and g == "rss":
+                        n = res["params"]["workers"]
+                        ib = d.get("index_bytes") or 0
+                        text += f"  (bound 1.2 × index + {n} × 20 MB = {(1.2 * ib + n * 20 * MB) / MB:.0f} MB)"
                 s.append(f'<text x="{LW - 6}" y="{y + BAR - 2}" text-anchor="end" '
                          f'font-size="10">{_esc(LABELS.get(k, k))}</text>')
                 s.append(f'<rect x="{LW}" y="{y}" width="{max(w, 0.5):.1f}" height="{BAR - 2}" '
