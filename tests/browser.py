@@ -27,6 +27,7 @@ import subprocess
 import tempfile
 import time
 
+import pytest
 import websocket  # PyPI: websocket-client
 
 NAMES = ("chromium", "chromium-browser", "google-chrome")
@@ -301,3 +302,19 @@ def _try(fn):
         return fn()
     except Exception as e:
         return f"<unreadable: {e}>"
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """A Browser for a test module (import this fixture by name).  Skipped
+    only where chromium is missing AND PYPARALLEL_NO_BROWSER is set (CI
+    lanes in a chroot without it); a missing chromium is a failure
+    otherwise."""
+    if find_chromium() is None:
+        if os.environ.get("PYPARALLEL_NO_BROWSER"):
+            pytest.skip("no chromium on PATH and PYPARALLEL_NO_BROWSER is set")
+        pytest.fail("chromium not found on PATH: apt-get install chromium "
+                    "(scripts/test installs it; or set PYPARALLEL_NO_BROWSER=1 "
+                    "where it cannot be)")
+    with Browser() as b:
+        yield b

@@ -8,13 +8,12 @@ without it); missing chromium otherwise is a failure.
 
 import http.server
 import json
-import os
 import threading
 import urllib.parse
 
 import pytest
 
-from browser import Browser, CDPError, find_chromium
+from browser import CDPError, browser  # noqa: F401 (browser: a fixture)
 
 WORDS = ["alpha", "alphabet", "alpine", "beta", "gamma", "delta"]
 
@@ -89,17 +88,6 @@ def server():
     srv.shutdown()
     srv.server_close()
     t.join(5)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if find_chromium() is None:
-        if os.environ.get("PYPARALLEL_NO_BROWSER"):
-            pytest.skip("no chromium on PATH and PYPARALLEL_NO_BROWSER is set")
-        pytest.fail("chromium not found on PATH: apt-get install chromium "
-                    "(or set PYPARALLEL_NO_BROWSER=1 where it cannot be)")
-    with Browser() as b:
-        yield b
 
 
 @pytest.fixture

@@ -6,28 +6,16 @@ Skipped only where chromium is missing AND PYPARALLEL_NO_BROWSER is set
 (the CI lanes that run in a chroot without it); a missing chromium is a
 failure otherwise."""
 
-import os
 import urllib.parse
 
 import pytest
 
-from browser import Browser, find_chromium
+from browser import browser  # noqa: F401 (browser: a fixture)
 from wiki_support import Wiki, make_export
 
 PAGES = [("Apple", "A fruit.", None), ("Apple pie", "A pie.", None),
          ("Application", "A use.", None), ("Banana", "Yellow.", None),
          ("Émile Zola", "Écrivain.", None), ("Applesauce", "#REDIRECT [[Apple]]", "Apple")]
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if find_chromium() is None:
-        if os.environ.get("PYPARALLEL_NO_BROWSER"):
-            pytest.skip("no chromium on PATH and PYPARALLEL_NO_BROWSER is set")
-        pytest.fail("chromium not found on PATH: apt-get install chromium "
-                    "(scripts/test installs it)")
-    with Browser() as b:
-        yield b
 
 
 @pytest.fixture(scope="module")

@@ -446,6 +446,25 @@ limit_of(PyObject *o, size_t *limit)
     return 0;
 }
 
+/* The arguments of wiki_offsets() and wiki_search(): (image, prefix,
+ * limit).  *key is NULL (no error) for a prefix with no UTF-8 form, which
+ * starts no title.  Returns 0, or -1 with an exception set. */
+static int
+prefix_args(PyObject *const *args, Py_ssize_t nargs, const char *usage,
+            const pp_wiki_index **ix, const char **key, Py_ssize_t *len, size_t *limit)
+{
+    int ok;
+
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, usage);
+        return -1;
+    }
+    if ((*ix = index_of(args[0])) == NULL || limit_of(args[2], limit) < 0)
+        return -1;
+    *key = key_of(args[1], len, &ok);
+    return *key == NULL && ok ? -1 : 0;
+}
+
 static PyObject *
 wiki_offsets(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -453,18 +472,10 @@ wiki_offsets(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     const char *k;
     Py_ssize_t len;
     size_t lo = 0, hi = 0, limit, i;
-    int ok;
     PyObject *list;
 
     (void)module;
-    if (nargs != 3) {
-        PyErr_SetString(PyExc_TypeError, "wiki_offsets(index, prefix, limit)");
-        return NULL;
-    }
-    if ((ix = index_of(args[0])) == NULL || limit_of(args[2], &limit) < 0)
-        return NULL;
-    k = key_of(args[1], &len, &ok);
-    if (k == NULL && ok)
+    if (prefix_args(args, nargs, "wiki_offsets(index, prefix, limit)", &ix, &k, &len, &limit) < 0)
         return NULL;
     if (k != NULL)
         pp_wiki_prefix(ix, k, (size_t)len, &lo, &hi);
@@ -493,20 +504,12 @@ wiki_search(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     const char *k;
     Py_ssize_t len;
     size_t lo = 0, hi = 0, limit, i;
-    int ok;
     long fl;
     char folded[4 * PP_WIKI_TITLE_MAX + 4];
     PyObject *list;
 
     (void)module;
-    if (nargs != 3) {
-        PyErr_SetString(PyExc_TypeError, "wiki_search(index, q, limit)");
-        return NULL;
-    }
-    if ((ix = index_of(args[0])) == NULL || limit_of(args[2], &limit) < 0)
-        return NULL;
-    k = key_of(args[1], &len, &ok);
-    if (k == NULL && ok)
+    if (prefix_args(args, nargs, "wiki_search(index, q, limit)", &ix, &k, &len, &limit) < 0)
         return NULL;
     if (k != NULL && (size_t)len <= PP_WIKI_TITLE_MAX) {
         fl = fold_title(NULL, k, (size_t)len, folded, sizeof folded);

@@ -460,11 +460,7 @@ pp_wiki_find(const pp_wiki_index *ix, const char *key, size_t len)
 static int
 cmp_prefix(const char *s, size_t slen, const char *prefix, size_t len)
 {
-    int c = memcmp(s, prefix, slen < len ? slen : len);
-
-    if (c != 0)
-        return c;
-    return slen < len ? -1 : 0;
+    return cmp_bytes(s, slen < len ? slen : len, prefix, len);
 }
 
 typedef const char *(*key_at_fn)(const pp_wiki_index *ix, size_t i, size_t *len);

@@ -329,6 +329,29 @@ def start(app, spec, *, binds=("127.0.0.1:8000",), interface=None,
     return servers
 
 
+class StopSignals:
+    """From now on SIGTERM and SIGINT mean "stop and drain": each is
+    recorded (by name, in caught) and stops pyparallel.run().  Installed
+    before the servers start, so one that comes while the workers start is
+    not the default action's kill.  restore() puts the old handlers back."""
+
+    def __init__(self):
+        import signal
+        self.caught = []
+
+        def on_signal(signum, frame):
+            self.caught.append(signal.Signals(signum).name)
+            _pp.stop()
+
+        self.previous = {sig: signal.signal(sig, on_signal)
+                         for sig in (signal.SIGTERM, signal.SIGINT)}
+
+    def restore(self):
+        import signal
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+
 def drain(servers, graceful_timeout):
     """Graceful stop: stop accepting, let answers in flight finish (with
     Connection: close), close idle keep-alive connections at once, and cut

@@ -8,7 +8,6 @@ app, a port in use) print one line and exit 2 or 1.
 
 import argparse
 import os
-import signal
 import sys
 
 from ._http import HTTPConfig, cpu_count
@@ -127,7 +126,6 @@ def _fail(msg, code=1):
 
 def serve_main(args):
     from . import _api, _http, _io
-    from . import _pyparallel as _pp
 
     # Like gunicorn: the current directory is importable.
     if os.getcwd() not in sys.path:
@@ -152,16 +150,9 @@ def serve_main(args):
         head_timeout=args.head_timeout, body_timeout=args.body_timeout,
         keepalive_timeout=args.keepalive_timeout, send_timeout=args.send_timeout)
     _api.configure(workers=args.workers)
-    # From here on a SIGTERM or Ctrl-C means "drain": caught now, so one
-    # that comes while the workers start (or just after the listening line,
-    # before run() waits) is not the default action's kill.
-    signalled = []
-
-    def on_signal(signum, frame):
-        signalled.append(signal.Signals(signum).name)
-        _pp.stop()
-
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    # From here on a SIGTERM or Ctrl-C means "drain" (also one that comes
+    # while the workers start, or just after the listening line).
+    signals = _http.StopSignals()
     try:
         servers = _http.start(app, spec, binds=args.bind or ["127.0.0.1:8000"],
                               interface=interface, config=config,
@@ -183,10 +174,9 @@ def serve_main(args):
               f"{args.workers} worker{'s' if args.workers != 1 else ''}",
               flush=True)
     how = _io.run()
-    if signalled:
-        how = signalled[0]
-    for sig, handler in previous.items():
-        signal.signal(sig, handler)
+    if signals.caught:
+        how = signals.caught[0]
+    signals.restore()
     print(f"pyparallel serve: {how}: draining (at most "
           f"{args.graceful_timeout:g} s)", flush=True)
     _http.drain(servers, args.graceful_timeout)

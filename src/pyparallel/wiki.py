@@ -21,7 +21,6 @@ accepted it:
 import argparse
 import bz2
 import os
-import signal
 import sys
 import time
 import urllib.parse
@@ -664,13 +663,7 @@ def main(argv=None):
     _main_shared = {"index": image, "xml": os.path.abspath(xml),
                     "name": os.path.basename(dump)}
     del image
-    signalled = []
-
-    def on_signal(signum, frame):
-        signalled.append(signal.Signals(signum).name)
-        _pp.stop()
-
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    signals = _http.StopSignals()
     try:
         servers = _http.start(app, "pyparallel.wiki:app", binds=[args.bind])
     except (OSError, ValueError) as e:
@@ -685,9 +678,8 @@ def main(argv=None):
           f"  curl {url}/offsets/{_example_prefix(app.shared['index'])}\n"
           f"  curl {url}/stats", flush=True)
     how = _io.run()
-    for sig, handler in previous.items():
-        signal.signal(sig, handler)
-    say(f"{signalled[0] if signalled else how}: stopping")
+    signals.restore()
+    say(f"{signals.caught[0] if signals.caught else how}: stopping")
     _http.drain(servers, 5.0)
     return 0
 
