@@ -81,9 +81,12 @@ keep(pp_wiki_builder *b, const char *s, size_t n)
 {
     uint64_t off = b->used;
 
-    if (grow((void **)&b->arena, &b->arena_cap, b->used + n, 1) < 0)
+    /* + 1: the arena exists once anything is kept, even "" (no arithmetic
+     * on a NULL arena later). */
+    if (grow((void **)&b->arena, &b->arena_cap, b->used + n + 1, 1) < 0)
         return UINT64_MAX;
-    memcpy(b->arena + b->used, s, n);
+    if (n)
+        memcpy(b->arena + b->used, s, n);
     b->used += n;
     return off;
 }
@@ -245,7 +248,7 @@ pp_wiki_builder_finish(pp_wiki_builder *b, const pp_wiki_header *hdr_in,
                      (unsigned long long)r->start);
             goto fail;
         }
-        if (grow((void **)&folds_tmp, &folds_cap, folds_used + (size_t)fl, 1) < 0)
+        if (grow((void **)&folds_tmp, &folds_cap, folds_used + (size_t)fl + 1, 1) < 0)
             goto nomem;
         memcpy(folds_tmp + folds_used, fbuf, (size_t)fl);
         foff[i] = folds_used;

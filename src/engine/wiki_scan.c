@@ -257,6 +257,8 @@ pp_wiki_scan(pp_wiki_scanner *s, const char *buf, size_t len, int eof)
             pp_wiki_page page;
             if (!s->have_title)
                 return fail(s, s->page_start, "a <page> without a <title>");
+            if (s->title_len == 0)
+                return fail(s, s->page_start, "a <page> with an empty <title>");
             page.start = s->page_start;
             page.length = AT(gt + 1) - s->page_start;
             page.title = s->title;

@@ -125,6 +125,9 @@ test_scan_errors_name_the_offset(void)
                        "without a <title>") != NULL);
     ASSERT_TRUE(strstr(scan_error("<mediawiki><page><title>a</title><page>"),
                        "never ends") != NULL);
+    /* Found by fuzz_wiki: an empty title (once an empty arena, then UB). */
+    ASSERT_TRUE(strstr(scan_error("<mediawiki><page><title></title></page></mediawiki>"),
+                       "empty <title>") != NULL);
 }
 
 static void *
