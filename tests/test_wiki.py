@@ -73,6 +73,25 @@ def test_index_titles_offsets_and_redirects(small):
     _pp.wiki_close(image)
 
 
+def test_the_progress_bar(small):
+    """On a terminal: bytes, pages, rate and time left; elsewhere only the
+    summary line."""
+    import io
+    path, _ = small
+    tty = io.StringIO()
+    bar = wiki.Progress("indexing x", 2_000_000, stream=tty, enabled=True)
+    bar.t0 -= 2.0                       # two seconds in, half done
+    bar.update(1_000_000, 1234, force=True)
+    line = tty.getvalue()
+    assert "50.0%" in line and "1.0 MB / 2.0 MB" in line and "1,234 pages" in line
+    assert "500.0 KB/s" in line and "0:02 left" in line
+    piped = io.StringIO()
+    image = wiki.build_index(path, progress=wiki.Progress("indexing", 1, stream=piped,
+                                                            enabled=False))
+    assert piped.getvalue().startswith("indexed 11 pages") and "\r" not in piped.getvalue()
+    _pp.wiki_close(image)
+
+
 def test_duplicate_titles_keep_the_first_page(tmp_path):
     path = str(tmp_path / "dup.xml")
     make_export(path, [("A", "first", None), ("B", "b", None), ("A", "second", None)])

@@ -619,9 +619,21 @@ def default_dump(cache_dir=None, log=None):
         os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "pyparallel")
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     out = os.path.join(cache_dir, "gcide-pages-articles.xml")
+    bar = None
     if not os.path.exists(out):
         log(f"making a MediaWiki export of GCIDE (dict-gcide) at {out}")
-    return _gcide.ensure(cache_dir)
+        bar = Progress("converting GCIDE", 0)
+
+    def progress(done, total):
+        if bar is not None and bar.enabled:
+            bar.stream.write(f"\rconverting GCIDE: {done:,} / {total:,} headwords "
+                             f"({done * 100 // max(total, 1)}%)\x1b[K")
+            bar.stream.flush()
+
+    path = _gcide.ensure(cache_dir, progress=progress)
+    if bar is not None and bar.enabled:
+        bar.stream.write("\r\x1b[K")
+    return path
 
 
 def _parser():
