@@ -371,6 +371,21 @@ def test_stats_and_the_search_page(served):
     assert b'id="q"' in page and b"/search?" in page and b"small.xml" in page
 
 
+def test_only_reads_are_answered(served):
+    w, _ = served
+    for path in ("/wiki/Apple", "/offsets/App", "/search?q=a", "/stats", "/"):
+        c = http.client.HTTPConnection("127.0.0.1", w.port, timeout=10)
+        c.request("POST", path, body=b"x=1")
+        r = c.getresponse()
+        assert r.status == 405 and r.getheader("Allow") == "GET, HEAD", path
+        r.read()
+        c.close()
+    c = http.client.HTTPConnection("127.0.0.1", w.port, timeout=10)
+    c.request("HEAD", "/wiki/Apple")
+    r = c.getresponse()
+    assert r.status == 200 and int(r.getheader("Content-Length")) > 0 and r.read() == b""
+
+
 def test_the_command_reports_a_bad_dump(tmp_path):
     path = str(tmp_path / "cut.xml")
     make_export(path, PAGES)

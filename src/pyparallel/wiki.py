@@ -465,9 +465,20 @@ app = WikiApp(shared=lambda: _main_shared)
 _main_shared = None
 
 
+_READ = ("GET", "HEAD")
+_NOT_ALLOWED = b"405 Method Not Allowed: this server only reads (GET, HEAD)\n"
+
+
+def _refuse(request):
+    return Response(_NOT_ALLOWED, status=405, headers=[("Allow", "GET, HEAD")],
+                    content_type="text/plain; charset=utf-8")
+
+
 @app.route("/wiki/{title:path}")
 def wiki(request, title):
     _pp.wiki_request()
+    if request.method not in _READ:
+        return _refuse(request)
     sh = request.shared
     status, headers, body = answer_wiki(sh["index"], title, request.query_params)
     if status == 200:
@@ -481,6 +492,8 @@ def wiki(request, title):
 @app.route("/offsets/{prefix:path}")
 def offsets(request, prefix=""):
     _pp.wiki_request()
+    if request.method not in _READ:
+        return _refuse(request)
     status, headers, value = answer_offsets(request.shared["index"], prefix,
                                             request.query_params)
     return Response(value, status=status, headers=headers)
@@ -489,6 +502,8 @@ def offsets(request, prefix=""):
 @app.route("/search")
 def search(request):
     _pp.wiki_request()
+    if request.method not in _READ:
+        return _refuse(request)
     status, value = answer_search(request.shared["index"], request.query_params)
     return value if status == 200 else Response(value, status=status)
 
@@ -496,6 +511,8 @@ def search(request):
 @app.route("/stats")
 def stats(request):
     _pp.wiki_request()
+    if request.method not in _READ:
+        return _refuse(request)
     sh = request.shared
     out = stats_of(sh["index"], sh["xml"], _pp.wiki_requests())
     out["worker"] = _pp.worker_id()
@@ -506,6 +523,8 @@ def stats(request):
 @app.route("/")
 def index(request):
     _pp.wiki_request()
+    if request.method not in _READ:
+        return _refuse(request)
     from ._wiki_page import PAGE
     return PAGE.replace("{{name}}", _html_escape(request.shared["name"]))
 
@@ -537,6 +556,9 @@ def make_wsgi(dump, *, name=None):
 
     def application(environ, start_response):
         served[0] += 1
+        if environ.get("REQUEST_METHOD") not in _READ:
+            return reply(start_response, 405, [("Content-Type", "text/plain"),
+                                               ("Allow", "GET, HEAD")], _NOT_ALLOWED)
         path = environ.get("PATH_INFO", "")
         # PEP 3333: PATH_INFO is latin-1 of the raw bytes; titles are UTF-8.
         path = path.encode("latin-1").decode("utf-8", "surrogateescape")
@@ -605,7 +627,8 @@ class _Part:
         self.f.close()
 
 
-_REASONS = {200: "OK", 301: "Moved Permanently", 400: "Bad Request", 404: "Not Found"}
+_REASONS = {200: "OK", 301: "Moved Permanently", 400: "Bad Request", 404: "Not Found",
+            405: "Method Not Allowed"}
 
 
 # ---- the command ----------------------------------------------------------------------
