@@ -40,11 +40,11 @@ def make_export(path, pages):
 
 
 class Wiki:
-    def __init__(self, dump, *args, workers=2):
+    def __init__(self, dump, *args, workers=2, safety=False):
         cmd = [sys.executable, "-m", "pyparallel", "wiki", "--dump", dump,
                "--bind", "127.0.0.1:0", "--workers", str(workers), *args]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     text=True, env=support.child_env())
+                                     text=True, env=support.child_env(safety=safety))
         line = self.proc.stdout.readline()
         m = re.search(r"on http://127\.0\.0\.1:(\d+)", line)
         if not m:
@@ -73,3 +73,20 @@ class Wiki:
         return support.Result(self.proc.returncode, out, err, self.proc.args)
 
 
+
+
+def lookup_loop(image, titles, rounds):
+    """In a worker: look every title up, rounds times, in a frozen index
+    (while main opens and closes other indexes); returns how many were
+    found where they should be."""
+    from pyparallel import _pyparallel as _pp
+    found = 0
+    for _ in range(rounds):
+        for t in titles:
+            i = _pp.wiki_find(image, t)
+            if i >= 0 and _pp.wiki_page(image, i)[0] == t:
+                found += 1
+        rows, total = _pp.wiki_offsets(image, titles[0][:3], 5)
+        if total < 1 or rows[0][0][:3] != titles[0][:3]:
+            return -1
+    return found

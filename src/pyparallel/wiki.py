@@ -707,7 +707,7 @@ def main(argv=None):
     host, port = servers[0].address[:2]
     url = f"http://{host if ':' not in host else '[' + host + ']'}:{port}"
     info = _pp.wiki_info(app.shared["index"])
-    print(f"pyparallel wiki: serving {info['titles']:,} titles of {_main_shared['name']} "
+    print(f"pyparallel wiki: serving {info['titles']:,} titles of {app.shared['name']} "
           f"on {url} with {args.workers} worker{'s' if args.workers != 1 else ''}\n"
           f"  open {url}/ in a browser, or try:\n"
           f"  curl {url}/offsets/{_example_prefix(app.shared['index'])}\n"
