@@ -268,6 +268,31 @@ def test_a_multistream_bz2_is_decompressed_by_the_workers(tmp_path, monkeypatch)
     assert open(par[:-4], "rb").read() == data == open(seq[:-4], "rb").read()
     assert _pp.wiki_offsets(a, "", 1000) == _pp.wiki_offsets(b, "", 1000)
     assert _pp.wiki_info(a)["titles"] == 400
+    # Streams cut anywhere -- inside pages, titles, tags: pages cross the
+    # batches, and main scans those seams; still the same index.
+    import random
+    rnd = random.Random(5)
+    for trial in range(6):
+        cuts = sorted({0, len(data), *(rnd.randrange(len(data)) for _ in range(rnd.choice((3, 40, 300))))})
+        odd = str(tmp_path / f"odd{trial}.xml.bz2")
+        with open(odd, "wb") as f:
+            f.write(b"".join(bz2.compress(data[x:y]) for x, y in zip(cuts, cuts[1:])))
+        monkeypatch.setattr(wiki, "BZ2_BATCH", rnd.choice((1, 300, 1000, 5000)))
+        c = wiki.build_index(odd, progress=quiet())
+        assert open(odd[:-4], "rb").read() == data
+        assert _pp.wiki_offsets(c, "", 1000) == _pp.wiki_offsets(b, "", 1000), trial
+        assert _pp.wiki_info(c)["pages"] == 400
+        _pp.wiki_close(c)
+    monkeypatch.setattr(wiki, "BZ2_BATCH", 1000)
+    # A malformed page inside a batch: the error names its offset in the dump.
+    broken = data.replace(b"<title>Page 0300 </title>", b"<title>Page 0300 <b></title>")
+    cut_at = [0] + [m.start() for m in re.finditer(rb"  <page>", broken)][::7] + [len(broken)]
+    with open(par, "wb") as f:
+        f.write(b"".join(bz2.compress(broken[x:y]) for x, y in zip(cut_at, cut_at[1:])))
+    for parallel in (True, False):
+        with pytest.raises(wiki.WikiError) as e:
+            wiki.build_index(par, progress=quiet(), parallel=parallel)
+        assert str(e.value) == f"byte {broken.index(b'<b></title>')}: markup inside a <title>"
     # A damaged batch: a clear error, and no copy left behind.
     bad = str(tmp_path / "bad.xml.bz2")
     with open(bad, "wb") as f:

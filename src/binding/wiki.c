@@ -30,6 +30,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 
+#include "pp_buf.h"
 #include "pp_wiki.h"
 #include "ppy_binding.h"
 
@@ -190,7 +191,137 @@ builder_get_memory(wiki_builder *self, void *closure)
     return PyLong_FromSize_t(pp_wiki_builder_memory(self->b));
 }
 
+/* ---- fragments: a worker scans its piece of a multistream dump ---------- */
+
+/* A page as a worker hands it to main: this header, then the title, then
+ * the redirect target (redirect_len UINT32_MAX: none). */
+typedef struct {
+    uint64_t start, length;
+    uint32_t title_len, redirect_len;
+} packed_page;
+
+static int
+pack_page(void *arg, const pp_wiki_page *p)
+{
+    pp_buf *out = arg;
+    packed_page h;
+
+    h.start = p->start;
+    h.length = p->length;
+    h.title_len = (uint32_t)p->title_len;
+    h.redirect_len = p->redirect ? (uint32_t)p->redirect_len : UINT32_MAX;
+    if (pp_buf_put(out, &h, sizeof h) < 0 || pp_buf_put(out, p->title, p->title_len) < 0 ||
+        (p->redirect && pp_buf_put(out, p->redirect, p->redirect_len) < 0))
+        return -1;
+    return 0;
+}
+
+static PyObject *
+wiki_scan_fragment(PyObject *module, PyObject *obj)
+{
+    Py_buffer view;
+    pp_wiki_scanner sc;
+    pp_buf out = PP_BUF_INIT;
+    size_t head, tail;
+    int rc;
+    PyObject *res;
+
+    (void)module;
+    if (PyObject_GetBuffer(obj, &view, PyBUF_SIMPLE) < 0)
+        return NULL;
+    pp_wiki_scanner_init(&sc, pack_page, &out);
+    Py_BEGIN_ALLOW_THREADS
+    rc = pp_wiki_scan_fragment(&sc, view.buf, (size_t)view.len, &head, &tail);
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&view);
+    if (rc < 0) {
+        pp_buf_free(&out);
+        PyErr_SetString(PyExc_ValueError, sc.err[0] ? sc.err : "out of memory");
+        return NULL;
+    }
+    res = Py_BuildValue("(y#nnK)", out.data ? (const char *)out.data : "", (Py_ssize_t)out.len,
+                        (Py_ssize_t)head, (Py_ssize_t)tail, (unsigned long long)sc.pages);
+    pp_buf_free(&out);
+    return res;
+}
+
+static PyObject *
+builder_add_pages(wiki_builder *self, PyObject *args)
+{
+    Py_buffer view;
+    unsigned long long base;
+    const char *p, *end;
+    int bad = 0;
+
+    if (!PyArg_ParseTuple(args, "y*K:add_pages", &view, &base))
+        return NULL;
+    if (self->done) {
+        PyBuffer_Release(&view);
+        PyErr_SetString(PyExc_ValueError, "this WikiBuilder has finished or failed");
+        return NULL;
+    }
+    p = view.buf;
+    end = p + view.len;
+    while (p < end && !bad) {
+        packed_page h;
+        pp_wiki_page page;
+        size_t rlen;
+        if ((size_t)(end - p) < sizeof h) {
+            bad = 1;
+            break;
+        }
+        memcpy(&h, p, sizeof h);
+        p += sizeof h;
+        rlen = h.redirect_len == UINT32_MAX ? 0 : h.redirect_len;
+        if (h.title_len > PP_WIKI_TITLE_MAX || rlen > PP_WIKI_TITLE_MAX ||
+            (size_t)(end - p) < h.title_len + rlen) {
+            bad = 1;
+            break;
+        }
+        page.start = base + h.start;
+        page.length = h.length;
+        page.title = p;
+        page.title_len = h.title_len;
+        page.redirect = h.redirect_len == UINT32_MAX ? NULL : p + h.title_len;
+        page.redirect_len = rlen;
+        p += h.title_len + rlen;
+        if (pp_wiki_builder_add(self->b, &page) < 0) {
+            PyBuffer_Release(&view);
+            return scan_error(self);
+        }
+        self->sc.pages++;
+    }
+    PyBuffer_Release(&view);
+    if (bad) {
+        PyErr_SetString(PyExc_ValueError, "add_pages: not pages packed by wiki_scan_fragment()");
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+builder_skip(wiki_builder *self, PyObject *arg)
+{
+    unsigned long long to = PyLong_AsUnsignedLongLong(arg);
+
+    if (to == (unsigned long long)-1 && PyErr_Occurred())
+        return NULL;
+    if (self->done) {
+        PyErr_SetString(PyExc_ValueError, "this WikiBuilder has finished or failed");
+        return NULL;
+    }
+    if (pp_wiki_scan_skip(&self->sc, to) < 0)
+        return scan_error(self);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef builder_methods[] = {
+    {"add_pages", (PyCFunction)builder_add_pages, METH_VARARGS,
+     "add_pages(packed, base)\n--\n\nAdd the pages a worker's wiki_scan_fragment() "
+     "found, at dump offset base + their own."},
+    {"skip", (PyCFunction)builder_skip, METH_O,
+     "skip(pos)\n--\n\nMove the scan, between pages, to dump offset pos (the "
+     "bytes before it were scanned by a worker)."},
     {"feed", (PyCFunction)(void (*)(void))builder_feed, METH_VARARGS | METH_KEYWORDS,
      "feed(data, eof=False)\n--\n\nScan the dump's next bytes; returns how many "
      "were consumed (pass the rest again, with more).  ValueError names the "
@@ -647,5 +778,8 @@ PyMethodDef ppy_wiki_methods[] = {
      "starting with q, ignoring case."},
     {"wiki_info", wiki_info, METH_O, "wiki_info(image, /)\n--\n\nThe index's counts and sizes."},
     {"wiki_header", wiki_header, METH_O, NULL},
+    {"wiki_scan_fragment", wiki_scan_fragment, METH_O,
+     "wiki_scan_fragment(data, /)\n--\n\n(packed pages, head, tail, pages): the "
+     "pages wholly inside a piece of a dump; see pp_wiki_scan_fragment."},
     {NULL, NULL, 0, NULL}
 };

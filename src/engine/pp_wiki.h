@@ -64,6 +64,7 @@ typedef struct pp_wiki_scanner {
     int state;
     int seen_root, seen_end;
     uint64_t page_start;
+    uint64_t last_page_end;    /* just past the last "</page>" seen */
     size_t title_len, redirect_len;
     int have_title, have_redirect;
     char title[PP_WIKI_TITLE_MAX];
@@ -80,6 +81,22 @@ void pp_wiki_scanner_init(pp_wiki_scanner *s, pp_wiki_page_fn on_page, void *arg
  * (size_t)-1 on a malformed or truncated dump, with s->err naming the byte
  * offset. */
 size_t pp_wiki_scan(pp_wiki_scanner *s, const char *buf, size_t len, int eof);
+
+/* Scans a fragment: a piece of a dump cut anywhere (a worker's batch of a
+ * multistream .bz2), for the pages wholly inside it.  on_page gets each,
+ * with start relative to buf.  *head is the offset of the first "<page>"
+ * (len when there is none), *tail the end of the last whole page (*head
+ * when there is none): the caller scans buf[0:head] and buf[tail:len] in
+ * sequence with its neighbours' ends (they may hold parts of pages that
+ * cross the cut) and skips [head, tail) (pp_wiki_scan_skip).  Returns 0,
+ * or -1 with s->err (offsets relative to buf). */
+int pp_wiki_scan_fragment(pp_wiki_scanner *s, const char *buf, size_t len,
+                          size_t *head, size_t *tail);
+
+/* Moves a sequential scan over bytes scanned elsewhere: s must be between
+ * pages, with everything before s->pos consumed, and to >= s->pos.
+ * Returns 0, or -1 with s->err. */
+int pp_wiki_scan_skip(pp_wiki_scanner *s, uint64_t to);
 
 /* ---- index -------------------------------------------------------------- */
 

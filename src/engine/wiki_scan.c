@@ -266,6 +266,7 @@ pp_wiki_scan(pp_wiki_scanner *s, const char *buf, size_t len, int eof)
             page.redirect = s->have_redirect ? s->redirect : NULL;
             page.redirect_len = s->redirect_len;
             s->pages++;
+            s->last_page_end = AT(gt + 1);
             s->state = OUTSIDE;
             if (s->on_page && s->on_page(s->arg, &page) < 0) {
                 if (!s->err[0])
@@ -293,4 +294,46 @@ pp_wiki_scan(pp_wiki_scanner *s, const char *buf, size_t len, int eof)
     }
     s->pos = base + (uint64_t)(p - buf);
     return (size_t)(p - buf);
+}
+
+int
+pp_wiki_scan_fragment(pp_wiki_scanner *s, const char *buf, size_t len,
+                      size_t *head, size_t *tail)
+{
+    const char *p = buf, *end = buf + len;
+    size_t used;
+
+    *head = *tail = len;
+    /* The first "<page>" tag: '<' then "page" then '>' or white space. */
+    while ((p = memchr(p, '<', (size_t)(end - p))) != NULL) {
+        if (end - p >= 6 && memcmp(p + 1, "page", 4) == 0 &&
+            (p[5] == '>' || p[5] == ' ' || p[5] == '\t' || p[5] == '\n' || p[5] == '\r'))
+            break;
+        p++;
+    }
+    if (p == NULL)
+        return 0;
+    *head = *tail = (size_t)(p - buf);
+    s->pos = *head;
+    s->seen_root = 1;
+    s->state = OUTSIDE;
+    s->last_page_end = *head;
+    used = pp_wiki_scan(s, p, (size_t)(end - p), 0);
+    if (used == (size_t)-1)
+        return -1;
+    *tail = (size_t)s->last_page_end;
+    return 0;
+}
+
+int
+pp_wiki_scan_skip(pp_wiki_scanner *s, uint64_t to)
+{
+    if (s->state != OUTSIDE || !s->seen_root || to < s->pos) {
+        snprintf(s->err, sizeof s->err, "byte %llu: the pieces of the dump do not join "
+                 "up (a page crosses a cut that was taken for a page boundary)",
+                 (unsigned long long)s->pos);
+        return -1;
+    }
+    s->pos = to;
+    return 0;
 }

@@ -201,53 +201,80 @@ def _decompress_streams(part):
     return b"".join(out)
 
 
-def _bz2_parallel_reader(src, out, progress_pos):
-    """read(view) over a multistream .bz2 decompressed by the workers, or
-    None when the file is not multistream (or too small to gain)."""
+def _decompress_and_scan(part):
+    """In a worker: decompress one batch and scan it for the pages wholly
+    inside it -> (data, packed pages, head, tail)."""
+    data = _decompress_streams(part)
+    packed, head, tail, _ = _pp.wiki_scan_fragment(data)
+    return data, packed, head, tail
+
+
+def _scan_bz2_parallel(builder, src, out, progress):
+    """Indexes a multistream .bz2 with every worker: each decompresses a
+    batch of streams and scans the pages wholly inside it; main writes the
+    copy, adds those pages, and scans only the seams (what lies between a
+    batch's last whole page and the next one's first, where a page may
+    cross the cut).  Returns False (nothing done) when the file is not
+    multistream or too small to gain."""
     import collections
     import mmap
     from . import _api
     size = os.fstat(src.fileno()).st_size
     if size < BZ2_PARALLEL_MIN:
-        return None
+        return False
     m = mmap.mmap(src.fileno(), 0, access=mmap.ACCESS_READ)
     ranges = _bz2_batches(m, BZ2_BATCH)
     if ranges is None:
         m.close()
-        return None
+        return False
     ex = _api._executor()
-    depth = 2 * ex.max_workers
-    todo = collections.deque(ranges)
-    flight = collections.deque()
-    pending = memoryview(b"")
+    todo, flight = collections.deque(ranges), collections.deque()
+    base, carry = 0, b""        # dump offset of the batch; seam bytes not yet consumed
 
-    def refill():
-        while todo and len(flight) < depth:
-            a, b = todo.popleft()
-            flight.append((b, ex.submit(_decompress_streams, m[a:b])))
+    def feed(chunk, eof):
+        nonlocal carry
+        buf = carry + chunk if carry else chunk
+        try:
+            used = builder.feed(buf, eof)
+        except ValueError as e:
+            raise WikiError(str(e)) from None
+        carry = bytes(buf[used:])
 
-    def read(view):
-        nonlocal pending
-        while not len(pending):
-            refill()
-            if not flight:
-                m.close()
-                return 0
+    try:
+        while todo or flight:
+            while todo and len(flight) < 2 * ex.max_workers:
+                a, b = todo.popleft()
+                flight.append((b, ex.submit(_decompress_and_scan, m[a:b])))
             end, fut = flight.popleft()
             try:
-                pending = memoryview(fut.result())
-            except (OSError, EOFError, ValueError) as e:
+                data, packed, head, tail = fut.result()
+            except (OSError, EOFError) as e:
                 raise WikiError(f"{src.name}: bytes before {end} do not decompress "
                                 f"({e}): the .bz2 file is damaged or truncated") from None
-            progress_pos[0] = end
-        n = min(len(view), len(pending))
-        view[:n] = pending[:n]
-        out.write(pending[:n])
-        pending = pending[n:]
-        return n
-
-    refill()
-    return read
+            except ValueError as e:     # the scan of the batch: offsets within it
+                at, _, why = str(e).partition(": ")
+                n = int(at[5:]) if at.startswith("byte ") and at[5:].isdigit() else 0
+                raise WikiError(f"byte {base + n}: {why or e}") from None
+            out.write(data)
+            feed(memoryview(data)[:head], False)
+            if head < len(data):
+                if carry or builder.pos != base + head:
+                    raise WikiError(f"byte {base + head}: the batches of the dump do not "
+                                    "join up at a page boundary")
+                builder.add_pages(packed, base)
+                try:
+                    builder.skip(base + tail)
+                except ValueError as e:
+                    raise WikiError(str(e)) from None
+                feed(memoryview(data)[tail:], False)
+            base += len(data)
+            Progress.update(progress, end, builder.pages)
+        feed(b"", True)
+    finally:
+        for _, fut in flight:
+            fut.cancel()
+        m.close()
+    return True
 
 
 def xml_path_of(dump):
@@ -276,17 +303,12 @@ def build_index(dump, *, progress=None, parallel=True):
         xml = xml_path_of(dump)
         tmp = xml + ".tmp"
         with open(dump, "rb") as src, open(tmp, "wb") as out:
-            at = [0]                      # compressed bytes consumed
-            read = _bz2_parallel_reader(src, out, at) if parallel else None
-            if read is None:
-                read = _bz2_reader(src, out)
-                at = None
-
-            def report(done, pages, force=False):
-                Progress.update(progress, at[0] if at else src.tell(), pages, force)
-            progress.update = report
             try:
-                _scan(builder, read, progress, st.st_size)
+                if not (parallel and _scan_bz2_parallel(builder, src, out, progress)):
+                    def report(done, pages, force=False):
+                        Progress.update(progress, src.tell(), pages, force)
+                    progress.update = report
+                    _scan(builder, _bz2_reader(src, out), progress, st.st_size)
             except BaseException:
                 out.close()
                 os.unlink(tmp)

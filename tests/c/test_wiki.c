@@ -241,6 +241,48 @@ test_empty_export(void)
     free(img);
 }
 
+static void
+test_fragments_join_up(void)
+{
+    /* Cut the dump anywhere: pages inside a piece come from the fragment
+     * scan, the seams from a sequential scan, and together they are the
+     * pages of the whole. */
+    size_t len = sizeof DUMP - 1, cut;
+
+    for (cut = 1; cut < len; cut += 3) {
+        pp_wiki_scanner seq, frag;
+        seen s, f;
+        size_t head, tail, used;
+        memset(&s, 0, sizeof s);
+        memset(&f, 0, sizeof f);
+        pp_wiki_scanner_init(&seq, on_page, &s);
+        pp_wiki_scanner_init(&frag, on_page, &f);
+        /* piece 1: DUMP[0:cut] scanned in sequence */
+        used = pp_wiki_scan(&seq, DUMP, cut, 0);
+        ASSERT_NE(used, (size_t)-1);
+        ASSERT_EQ(pp_wiki_scan_fragment(&frag, DUMP + cut, len - cut, &head, &tail), 0);
+        ASSERT_LE(head, tail);
+        /* the seam: what piece 1 left, then piece 2 up to head */
+        {
+            char seam[sizeof DUMP];
+            size_t n = cut - used;
+            memcpy(seam, DUMP + used, n);
+            memcpy(seam + n, DUMP + cut, head);
+            ASSERT_EQ(pp_wiki_scan(&seq, seam, n + head, head == len - cut), n + head);
+        }
+        if (head < len - cut) {
+            ASSERT_EQ(pp_wiki_scan_skip(&seq, cut + tail), 0);
+            ASSERT_EQ(pp_wiki_scan(&seq, DUMP + cut + tail, len - cut - tail, 1), len - cut - tail);
+        }
+        ASSERT_EQ(s.n + f.n, 6);
+        {
+            int i;
+            for (i = 0; i < f.n; i++)
+                ASSERT_TRUE(memcmp(DUMP + cut + f.start[i], "<page>", 6) == 0);
+        }
+    }
+}
+
 int
 main(void)
 {
@@ -250,5 +292,6 @@ main(void)
     RUN_TEST(test_index_lookups);
     RUN_TEST(test_index_open_refuses_damage);
     RUN_TEST(test_empty_export);
+    RUN_TEST(test_fragments_join_up);
     return PP_TEST_DONE();
 }

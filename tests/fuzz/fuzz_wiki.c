@@ -2,7 +2,8 @@
  * the input is scanned as a MediaWiki dump, in pieces whose sizes the
  * input's first byte chooses (as a file reader hands them over, carrying
  * what was not consumed); the index built from it is checked and searched
- * with prefixes cut from the input.  The same bytes are then read as a
+ * with prefixes cut from the input.  It is also scanned as a fragment (a
+ * worker's batch of a multistream dump).  The same bytes are then read as a
  * saved index image, checksum made to match, so the structural checks of
  * pp_wiki_index_open are fuzzed too: whatever they accept must be safe to
  * search. */
@@ -104,10 +105,41 @@ as_image(const uint8_t *data, size_t size)
     free(img);
 }
 
+typedef struct {
+    size_t len;
+    int bad;
+} bounds;
+
+static int
+in_fragment(void *arg, const pp_wiki_page *p)
+{
+    bounds *b = arg;
+
+    if (p->start + p->length > b->len || p->title_len > PP_WIKI_TITLE_MAX)
+        b->bad = 1;
+    return 0;
+}
+
+static void
+as_fragment(const uint8_t *data, size_t size)
+{
+    /* As a worker scans its batch of a multistream dump: whatever it
+     * reports lies inside the piece, and head <= tail <= size. */
+    pp_wiki_scanner sc;
+    bounds b = {size, 0};
+    size_t head, tail;
+
+    pp_wiki_scanner_init(&sc, in_fragment, &b);
+    if (pp_wiki_scan_fragment(&sc, (const char *)data, size, &head, &tail) == 0 &&
+        (head > tail || tail > size || b.bad))
+        abort();
+}
+
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     as_dump(data, size);
+    as_fragment(data, size);
     as_image(data, size);
     return 0;
 }
