@@ -498,41 +498,19 @@ def check_answers(host, port):
     return problems, warnings, seen
 
 
-class Server:
-    """One server (a process tree in a process group of its own) on a free port."""
+class ServerProcess:
+    """A server's process tree, in a process group of its own, listening on
+    a port; its output goes to a log file.  Subclasses build the command
+    and wait until it answers (bench_wiki.py's servers are these too)."""
 
-    def __init__(self, kind, workers, cpus, args, tmpdir, idle=False):
-        self.kind = kind
-        self.host = args.host
-        self.port = free_port(args.host)
-        self.cmd, env, cwd = server_command(kind, self.port, workers, args, tmpdir, idle)
-        self.logpath = os.path.join(tmpdir, f"{kind}-{self.port}.log")
+    def _spawn(self, kind, host, port, cmd, env, cwd, tmpdir, preexec_fn=None):
+        self.kind, self.host, self.port, self.cmd = kind, host, port, cmd
+        self.logpath = os.path.join(tmpdir, f"{kind}-{port}.log")
         self.log = open(self.logpath, "w+")
-        self.proc = subprocess.Popen(self.cmd, stdin=subprocess.DEVNULL, stdout=self.log,
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=self.log,
                                      stderr=subprocess.STDOUT, env=env, cwd=cwd,
-                                     start_new_session=True, preexec_fn=pinned(cpus))
+                                     start_new_session=True, preexec_fn=preexec_fn)
         LIVE.add(self)
-        try:
-            self._wait_ready(args.start_timeout)
-        except BaseException:
-            self.stop()
-            raise
-
-    def _wait_ready(self, timeout):
-        deadline = time.monotonic() + timeout
-        last = None
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise ServerError(f"{self.kind} exited with {self.proc.returncode} at start: "
-                                  f"{self.log_tail()}")
-            try:
-                http_get(self.host, self.port, "/plaintext", timeout=2)
-                return
-            except (OSError, http.client.HTTPException) as e:
-                last = e
-            time.sleep(0.1)
-        raise ServerError(f"{self.kind} did not answer on port {self.port} within {timeout:g} s "
-                          f"({type(last).__name__}: {last}): {self.log_tail()}")
 
     def cpu(self):
         return tree_cpu(self.proc.pid)
@@ -575,6 +553,36 @@ class Server:
             pass
         self.log.close()
         return self.proc.returncode
+
+
+class Server(ServerProcess):
+    """One HTTP server under test on a free port, ready when it answers."""
+
+    def __init__(self, kind, workers, cpus, args, tmpdir, idle=False):
+        port = free_port(args.host)
+        cmd, env, cwd = server_command(kind, port, workers, args, tmpdir, idle)
+        self._spawn(kind, args.host, port, cmd, env, cwd, tmpdir, pinned(cpus))
+        try:
+            self._wait_ready(args.start_timeout)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _wait_ready(self, timeout):
+        deadline = time.monotonic() + timeout
+        last = None
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise ServerError(f"{self.kind} exited with {self.proc.returncode} at start: "
+                                  f"{self.log_tail()}")
+            try:
+                http_get(self.host, self.port, "/plaintext", timeout=2)
+                return
+            except (OSError, http.client.HTTPException) as e:
+                last = e
+            time.sleep(0.1)
+        raise ServerError(f"{self.kind} did not answer on port {self.port} within {timeout:g} s "
+                          f"({type(last).__name__}: {last}): {self.log_tail()}")
 
 
 def start_server(kind, workers, cpus, args, tmpdir, idle=False):

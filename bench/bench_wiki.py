@@ -78,9 +78,9 @@ import tempfile
 import time
 import urllib.parse
 
-from sysinfo import cpus_usable, fmt_rate, log, machine_facts, median, save_json, tree, tree_cpu
-from bench_http import (WRK_DONE, ServerError, free_port, peer_versions, raise_nofile,
-                        run_accounted, run_setup)
+from sysinfo import cpus_usable, fmt_rate, log, machine_facts, median, save_json, tree
+from bench_http import (WRK_DONE, ServerError, ServerProcess, _on_signal, free_port,
+                        peer_versions, raise_nofile, run_accounted, run_setup, stop_all)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -283,8 +283,6 @@ def sample_paths(dump, n, limit, seed):
 # --------------------------------------------------------------------------
 # Servers.
 
-LIVE = set()
-
 
 def peer_pythonpath(tmpdir):
     """A folder holding only a link to .venv's installed pyparallel package."""
@@ -335,18 +333,14 @@ def http_get(host, port, path, timeout=10.0, conn=None):
             c.close()
 
 
-class Server:
+class Server(ServerProcess):
+    """The wiki app on one server, ready when every worker has answered."""
+
     def __init__(self, kind, dump, args, tmpdir):
-        self.kind, self.host = kind, args.host
-        self.port = free_port(args.host)
-        self.cmd, env, cwd = server_command(kind, self.port, dump, args, tmpdir)
-        self.logpath = os.path.join(tmpdir, f"{kind}-{self.port}.log")
-        self.log = open(self.logpath, "w+")
+        port = free_port(args.host)
+        cmd, env, cwd = server_command(kind, port, dump, args, tmpdir)
         t0 = time.monotonic()
-        self.proc = subprocess.Popen(self.cmd, stdin=subprocess.DEVNULL, stdout=self.log,
-                                     stderr=subprocess.STDOUT, env=env, cwd=cwd,
-                                     start_new_session=True)
-        LIVE.add(self)
+        self._spawn(kind, args.host, port, cmd, env, cwd, tmpdir)
         try:
             self.stats = self._wait_ready(args.start_timeout, args.workers)
         except BaseException:
@@ -380,55 +374,6 @@ class Server:
             return stats            # answering; not every worker seen (kernel picks)
         raise ServerError(f"{self.kind} did not answer on port {self.port} within {timeout:g} s "
                           f"({type(last).__name__}: {last}): {self.log_tail()}")
-
-    def cpu(self):
-        return tree_cpu(self.proc.pid)
-
-    def alive(self):
-        return self.proc.poll() is None
-
-    def log_tail(self, n=600):
-        try:
-            with open(self.logpath) as f:
-                s = f.read()
-        except OSError:
-            return ""
-        return " | ".join(x for x in s.strip().splitlines())[-n:] or "(no output)"
-
-    def stop(self):
-        LIVE.discard(self)
-        pg = self.proc.pid
-        if self.proc.poll() is None:
-            try:
-                os.killpg(pg, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                log(f"  {self.kind}: no exit 10 s after SIGTERM; killing its process group")
-        try:
-            os.killpg(pg, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            pass
-        self.log.close()
-        return self.proc.returncode
-
-
-def stop_all():
-    for s in list(LIVE):
-        try:
-            s.stop()
-        except Exception as e:  # noqa: BLE001
-            log(f"stopping {s.kind}: {e}")
-
-
-def _on_signal(signum, frame):
-    raise SystemExit(128 + signum)
 
 
 def tree_memory(root):
