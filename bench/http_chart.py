@@ -25,6 +25,17 @@ def _rate(v):
     return f"{v / 1e6:.2f}M" if v >= 1e6 else f"{v / 1e3:.0f}k"
 
 
+def bar(s, x, y, height, width, label, color, text):
+    """Appends to the SVG lines s one bar of a panel: its label right-aligned
+    before x, the bar from x, and text after it (bench_wiki's chart too)."""
+    s.append(f'<text x="{x - 6}" y="{y + height - 2}" text-anchor="end" '
+             f'font-size="10">{_esc(label)}</text>')
+    s.append(f'<rect x="{x}" y="{y}" width="{max(width, 0.5):.1f}" height="{height - 2}" '
+             f'fill="{color}"/>')
+    s.append(f'<text x="{x + width + 4:.1f}" y="{y + height - 2}" font-size="10">'
+             f'{_esc(text)}</text>')
+
+
 def _ncpu(m):
     c = m.get("cpus")
     return len(c) if isinstance(c, (list, tuple)) else c
@@ -70,12 +81,8 @@ def write_svg(res, path, labels=None, test_label=str):
                     continue
                 w = CW * v / top
                 ratio = f"  {v / ceiling:.2f}×" if ceiling else ""
-                s.append(f'<text x="{LW - 6}" y="{y + BAR - 2}" text-anchor="end" '
-                         f'font-size="10">{_esc(labels.get(k, k))}</text>')
-                s.append(f'<rect x="{LW}" y="{y}" width="{w:.1f}" height="{BAR - 2}" '
-                         f'fill="{COLORS.get(k, "#999")}"/>')
-                s.append(f'<text x="{LW + w + 4:.1f}" y="{y + BAR - 2}" font-size="10">'
-                         f'{_rate(v)}{ratio}</text>')
+                bar(s, LW, y, BAR, w, labels.get(k, k), COLORS.get(k, "#999"),
+                    f"{_rate(v)}{ratio}")
                 y += BAR
             y += GAP
         y += 6

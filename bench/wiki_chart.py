@@ -13,15 +13,13 @@ saved; several JSON files (one per corpus, say) are drawn into one chart:
 import json
 import sys
 
+from http_chart import _esc, bar     # bench/ is on sys.path (the script's own folder)
+
 COLORS = {"pyparallel": "#1f77b4", "gunicorn-sync": "#98df8a", "gunicorn-gthread": "#2ca02c",
           "granian-wsgi": "#fdae6b"}
 LABELS = {"pyparallel": "pyparallel wiki", "gunicorn-sync": "gunicorn sync",
           "gunicorn-gthread": "gunicorn gthread", "granian-wsgi": "granian WSGI"}
 MB = 1 << 20
-
-
-def _esc(s):
-    return str(s).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def _rate(v):
@@ -103,12 +101,7 @@ def write_svg(results, path):
                         n = res["params"]["workers"]
                         ib = d.get("index_bytes") or 0
                         text += f"  (bound 1.2 × index + {n} × 20 MB = {(1.2 * ib + n * 20 * MB) / MB:.0f} MB)"
-                s.append(f'<text x="{LW - 6}" y="{y + BAR - 2}" text-anchor="end" '
-                         f'font-size="10">{_esc(LABELS.get(k, k))}</text>')
-                s.append(f'<rect x="{LW}" y="{y}" width="{max(w, 0.5):.1f}" height="{BAR - 2}" '
-                         f'fill="{COLORS.get(k, "#999")}"/>')
-                s.append(f'<text x="{LW + w + 4:.1f}" y="{y + BAR - 2}" font-size="10">'
-                         f'{_esc(text)}</text>')
+                bar(s, LW, y, BAR, w, LABELS.get(k, k), COLORS.get(k, "#999"), text)
                 y += BAR
             y += GAP
         y += 6

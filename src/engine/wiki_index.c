@@ -192,6 +192,7 @@ pp_wiki_builder_finish(pp_wiki_builder *b, const pp_wiki_header *hdr_in,
     uint64_t *toff = NULL, *foff = NULL;
     uint32_t *tlen = NULL;
     char *folds_tmp = NULL, *img = NULL, *fbuf = NULL;
+    void *done = NULL;                  /* the image, once it is whole */
     size_t folds_used = 0, folds_cap = 0;
     pp_wiki_header *h;
     pp_wiki_entry *e;
@@ -322,18 +323,13 @@ pp_wiki_builder_finish(pp_wiki_builder *b, const pp_wiki_header *hdr_in,
     h->redirects = redirects;
     h->checksum = pp_wiki_checksum(img, total);
     *size = total;
-    free(order);
-    free(toff);
-    free(tlen);
-    free(foff);
-    free(flen);
-    free(forder);
-    free(fbuf);
-    free(folds_tmp);
-    return img;
+    done = img;
+    img = NULL;
+    goto out;
 nomem:
     snprintf(err, errlen, "out of memory sorting %zu titles", m);
 fail:
+out:
     free(order);
     free(toff);
     free(tlen);
@@ -343,7 +339,7 @@ fail:
     free(fbuf);
     free(folds_tmp);
     free(img);
-    return NULL;
+    return done;
 }
 
 /* ---- reading an image --------------------------------------------------- */
