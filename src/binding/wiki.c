@@ -184,13 +184,6 @@ builder_get_pos(wiki_builder *self, void *closure)
     return PyLong_FromUnsignedLongLong(self->sc.pos);
 }
 
-static PyObject *
-builder_get_memory(wiki_builder *self, void *closure)
-{
-    (void)closure;
-    return PyLong_FromSize_t(pp_wiki_builder_memory(self->b));
-}
-
 /* ---- fragments: a worker scans its piece of a multistream dump ---------- */
 
 /* A page as a worker hands it to main: this header, then the title, then
@@ -239,8 +232,8 @@ wiki_scan_fragment(PyObject *module, PyObject *obj)
         PyErr_SetString(PyExc_ValueError, sc.err[0] ? sc.err : "out of memory");
         return NULL;
     }
-    res = Py_BuildValue("(y#nnK)", out.data ? (const char *)out.data : "", (Py_ssize_t)out.len,
-                        (Py_ssize_t)head, (Py_ssize_t)tail, (unsigned long long)sc.pages);
+    res = Py_BuildValue("(y#nn)", out.data ? (const char *)out.data : "", (Py_ssize_t)out.len,
+                        (Py_ssize_t)head, (Py_ssize_t)tail);
     pp_buf_free(&out);
     return res;
 }
@@ -335,7 +328,6 @@ static PyMethodDef builder_methods[] = {
 static PyGetSetDef builder_getset[] = {
     {"pages", (getter)builder_get_pages, NULL, "pages scanned so far", NULL},
     {"pos", (getter)builder_get_pos, NULL, "dump bytes consumed so far", NULL},
-    {"memory", (getter)builder_get_memory, NULL, "bytes the builder holds", NULL},
     {NULL, NULL, NULL, NULL, NULL}
 };
 
@@ -673,18 +665,12 @@ wiki_info(PyObject *module, PyObject *obj)
         return NULL;
     h = ix->h;
     return Py_BuildValue(
-        "{sKsKsKsKsKsKsKsKsKsKsK}",
+        "{sKsKsKsKsKsK}",
         "titles", (unsigned long long)h->n, "pages", (unsigned long long)h->pages,
         "redirects", (unsigned long long)h->redirects,
         "duplicates", (unsigned long long)h->duplicates,
         "bytes", (unsigned long long)h->image_size,
-        "title_bytes", (unsigned long long)h->titles_size,
-        "dump_size", (unsigned long long)h->dump_size,
-        "dump_mtime_ns", (unsigned long long)h->dump_mtime_ns,
-        "source_size", (unsigned long long)h->source_size,
-        "source_mtime_ns", (unsigned long long)h->source_mtime_ns,
-        "entry_bytes", (unsigned long long)(sizeof(pp_wiki_entry) + sizeof(uint64_t) +
-                                            sizeof(uint32_t)));
+        "dump_size", (unsigned long long)h->dump_size);
 }
 
 static PyObject *
@@ -779,7 +765,7 @@ PyMethodDef ppy_wiki_methods[] = {
     {"wiki_info", wiki_info, METH_O, "wiki_info(image, /)\n--\n\nThe index's counts and sizes."},
     {"wiki_header", wiki_header, METH_O, NULL},
     {"wiki_scan_fragment", wiki_scan_fragment, METH_O,
-     "wiki_scan_fragment(data, /)\n--\n\n(packed pages, head, tail, pages): the "
+     "wiki_scan_fragment(data, /)\n--\n\n(packed pages, head, tail): the "
      "pages wholly inside a piece of a dump; see pp_wiki_scan_fragment."},
     {NULL, NULL, 0, NULL}
 };

@@ -140,11 +140,8 @@ typedef struct pp_wiki_builder pp_wiki_builder;
 pp_wiki_builder *pp_wiki_builder_new(void);
 void pp_wiki_builder_free(pp_wiki_builder *b);
 int pp_wiki_builder_add(void *builder, const pp_wiki_page *page);
-uint64_t pp_wiki_builder_count(const pp_wiki_builder *b);
 /* Why pp_wiki_builder_add last failed ("" if it did not). */
 const char *pp_wiki_builder_error(const pp_wiki_builder *b);
-/* Bytes the builder holds now (for progress reports). */
-size_t pp_wiki_builder_memory(const pp_wiki_builder *b);
 
 /* Sorts, drops duplicate titles (the first page wins), resolves redirects
  * and folds titles with fold (NULL: ASCII).  On success returns the image

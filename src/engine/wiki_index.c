@@ -40,22 +40,10 @@ pp_wiki_builder_free(pp_wiki_builder *b)
     free(b);
 }
 
-uint64_t
-pp_wiki_builder_count(const pp_wiki_builder *b)
-{
-    return b->n;
-}
-
 const char *
 pp_wiki_builder_error(const pp_wiki_builder *b)
 {
     return b->err;
-}
-
-size_t
-pp_wiki_builder_memory(const pp_wiki_builder *b)
-{
-    return b->cap * sizeof(rec) + b->arena_cap;
 }
 
 static int

@@ -20,6 +20,8 @@ accepted it:
 
 import argparse
 import bz2
+import functools
+import html
 import os
 import sys
 import time
@@ -37,6 +39,11 @@ SEARCH_MAX = 100
 MIN_PREFIX = 3
 
 XML_TYPE = "application/xml; charset=utf-8"
+TEXT_TYPE = "text/plain; charset=utf-8"
+
+
+def _stderr(msg):
+    print(msg, file=sys.stderr, flush=True)
 
 
 class WikiError(Exception):
@@ -87,8 +94,10 @@ class Progress:
 # ---- building the index ---------------------------------------------------------------
 
 
-def _scan(builder, read, progress, total):
-    """Feeds builder with read(n) -> bytes-like until it returns nothing."""
+def _scan(builder, read, progress, position=None):
+    """Feeds builder with read(view) -> bytes put in view, until it puts
+    none; progress is shown at position() (default: the dump bytes
+    scanned)."""
     buf = bytearray(CHUNK + 65536)
     mv = memoryview(buf)
     have = 0
@@ -106,7 +115,7 @@ def _scan(builder, read, progress, total):
         if rest:
             buf[:rest] = bytes(mv[used:have])
         have = rest
-        progress.update(builder.pos, builder.pages)
+        progress.update(position() if position else builder.pos, builder.pages)
 
 
 def _bz2_reader(src, out):
@@ -205,7 +214,7 @@ def _decompress_and_scan(part):
     """In a worker: decompress one batch and scan it for the pages wholly
     inside it -> (data, packed pages, head, tail)."""
     data = _decompress_streams(part)
-    packed, head, tail, _ = _pp.wiki_scan_fragment(data)
+    packed, head, tail = _pp.wiki_scan_fragment(data)
     return data, packed, head, tail
 
 
@@ -268,7 +277,7 @@ def _scan_bz2_parallel(builder, src, out, progress):
                     raise WikiError(str(e)) from None
                 feed(memoryview(data)[tail:], False)
             base += len(data)
-            Progress.update(progress, end, builder.pages)
+            progress.update(end, builder.pages)
         feed(b"", True)
     finally:
         for _, fut in flight:
@@ -305,10 +314,7 @@ def build_index(dump, *, progress=None, parallel=True):
         with open(dump, "rb") as src, open(tmp, "wb") as out:
             try:
                 if not (parallel and _scan_bz2_parallel(builder, src, out, progress)):
-                    def report(done, pages, force=False):
-                        Progress.update(progress, src.tell(), pages, force)
-                    progress.update = report
-                    _scan(builder, _bz2_reader(src, out), progress, st.st_size)
+                    _scan(builder, _bz2_reader(src, out), progress, src.tell)
             except BaseException:
                 out.close()
                 os.unlink(tmp)
@@ -317,7 +323,7 @@ def build_index(dump, *, progress=None, parallel=True):
     else:
         xml = dump
         with open(dump, "rb", buffering=0) as f:
-            _scan(builder, f.readinto, progress, st.st_size)
+            _scan(builder, f.readinto, progress)
     xst = os.stat(xml)
     image = builder.finish(xst.st_size, xst.st_mtime_ns, st.st_size, st.st_mtime_ns)
     secs = time.monotonic() - t0
@@ -351,7 +357,7 @@ def load_index(dump, *, rebuild=False, save=True, progress=None, log=None, paral
     (image, xml_path); the image is checked (wiki_open) and ready for
     lookups."""
     dump = os.fspath(dump)
-    log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+    log = log or _stderr
     if not os.path.isfile(dump):
         raise FileNotFoundError(f"no dump at {dump!r}: give a MediaWiki XML export "
                                 "(pages-articles .xml or .xml.bz2)")
@@ -417,18 +423,18 @@ def find_title(image, title):
 
 
 def answer_wiki(image, title, params):
-    """(status, headers, body or (start, length)) for /wiki/<title>."""
+    """(status, extra headers, body) for /wiki/<title>: 200 with body
+    (start, length), the page's bytes in the dump (XML_TYPE); else a
+    TEXT_TYPE body."""
     i = find_title(image, title)
     if i < 0:
-        return 404, [("Content-Type", "text/plain; charset=utf-8")], \
-            f"no page is titled {title!r}\n".encode("utf-8", "backslashreplace")
+        return 404, [], f"no page is titled {title!r}\n".encode("utf-8", "backslashreplace")
     name, start, length, redirect = _pp.wiki_page(image, i)
     if redirect >= 0 and params.get("redirect") != "no":
         target = _pp.wiki_page(image, redirect)[0]
-        return 301, [("Location", _wiki_url(target)),
-                     ("Content-Type", "text/plain; charset=utf-8")], \
+        return 301, [("Location", _wiki_url(target))], \
             f"{name} redirects to {target}\n".encode("utf-8", "backslashreplace")
-    return 200, [("Content-Type", XML_TYPE)], (start, length)
+    return 200, [], (start, length)
 
 
 def answer_offsets(image, prefix, params):
@@ -487,54 +493,40 @@ app = WikiApp(shared=lambda: _main_shared)
 _main_shared = None
 
 
+# Every route only reads: GET and HEAD (App's methods=, 405 with Allow otherwise).
 _READ = ("GET", "HEAD")
-_NOT_ALLOWED = b"405 Method Not Allowed: this server only reads (GET, HEAD)\n"
 
 
-def _refuse(request):
-    return Response(_NOT_ALLOWED, status=405, headers=[("Allow", "GET, HEAD")],
-                    content_type="text/plain; charset=utf-8")
-
-
-@app.route("/wiki/{title:path}")
+@app.route("/wiki/{title:path}", methods=_READ)
 def wiki(request, title):
     _pp.wiki_request()
-    if request.method not in _READ:
-        return _refuse(request)
     sh = request.shared
     status, headers, body = answer_wiki(sh["index"], title, request.query_params)
     if status == 200:
         return FileResponse(sh["xml"], XML_TYPE, offset=body[0], length=body[1])
-    return Response(body, status=status, headers=headers[:-1],
-                    content_type=headers[-1][1])
+    return Response(body, status=status, headers=headers, content_type=TEXT_TYPE)
 
 
-@app.route("/offsets")
-@app.route("/offsets/")
-@app.route("/offsets/{prefix:path}")
+@app.route("/offsets", methods=_READ)
+@app.route("/offsets/", methods=_READ)
+@app.route("/offsets/{prefix:path}", methods=_READ)
 def offsets(request, prefix=""):
     _pp.wiki_request()
-    if request.method not in _READ:
-        return _refuse(request)
     status, headers, value = answer_offsets(request.shared["index"], prefix,
                                             request.query_params)
     return Response(value, status=status, headers=headers)
 
 
-@app.route("/search")
+@app.route("/search", methods=_READ)
 def search(request):
     _pp.wiki_request()
-    if request.method not in _READ:
-        return _refuse(request)
     status, value = answer_search(request.shared["index"], request.query_params)
     return value if status == 200 else Response(value, status=status)
 
 
-@app.route("/stats")
+@app.route("/stats", methods=_READ)
 def stats(request):
     _pp.wiki_request()
-    if request.method not in _READ:
-        return _refuse(request)
     sh = request.shared
     out = stats_of(sh["index"], sh["xml"], _pp.wiki_requests())
     out["worker"] = _pp.worker_id()
@@ -542,17 +534,17 @@ def stats(request):
     return out
 
 
-@app.route("/")
+@app.route("/", methods=_READ)
 def index(request):
     _pp.wiki_request()
-    if request.method not in _READ:
-        return _refuse(request)
+    return search_page(request.shared["name"])
+
+
+@functools.lru_cache(maxsize=8)
+def search_page(name):
+    """The HTML page at / for a dump called name (made once per worker)."""
     from ._wiki_page import PAGE
-    return PAGE.replace("{{name}}", _html_escape(request.shared["name"]))
-
-
-def _html_escape(s):
-    return s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
+    return PAGE.replace("{{name}}", html.escape(name))
 
 
 # ---- the same app over WSGI (for the process-per-worker servers it is measured against) ----
@@ -566,7 +558,6 @@ def make_wsgi(dump, *, name=None):
     image, xml = load_index(dump, log=lambda m: None)
     name = name or os.path.basename(dump)
     served = [0]
-    page_cache = {}
 
     def reply(start_response, status, headers, body):
         start_response(f"{status} {_REASONS.get(status, 'OK')}",
@@ -579,8 +570,9 @@ def make_wsgi(dump, *, name=None):
     def application(environ, start_response):
         served[0] += 1
         if environ.get("REQUEST_METHOD") not in _READ:
-            return reply(start_response, 405, [("Content-Type", "text/plain"),
-                                               ("Allow", "GET, HEAD")], _NOT_ALLOWED)
+            return reply(start_response, 405, [("Content-Type", TEXT_TYPE),
+                                               ("Allow", ", ".join(_READ))],
+                         b"405 Method Not Allowed\n")
         path = environ.get("PATH_INFO", "")
         # PEP 3333: PATH_INFO is latin-1 of the raw bytes; titles are UTF-8.
         path = path.encode("latin-1").decode("utf-8", "surrogateescape")
@@ -588,11 +580,11 @@ def make_wsgi(dump, *, name=None):
         if path.startswith("/wiki/"):
             status, headers, body = answer_wiki(image, path[6:], params)
             if status != 200:
-                return reply(start_response, status, headers, body)
+                return reply(start_response, status, headers + [("Content-Type", TEXT_TYPE)], body)
             start, length = body
             f = open(xml, "rb")
             f.seek(start)
-            start_response("200 OK", headers + [("Content-Length", str(length))])
+            start_response("200 OK", [("Content-Type", XML_TYPE), ("Content-Length", str(length))])
             wrapper = environ.get("wsgi.file_wrapper")
             if wrapper is not None:
                 return wrapper(_Part(f, length), 65536)
@@ -612,11 +604,8 @@ def make_wsgi(dump, *, name=None):
             return reply(start_response, 200, [("Content-Type", "application/json")],
                          as_json(out))
         if path == "/":
-            if "page" not in page_cache:
-                from ._wiki_page import PAGE
-                page_cache["page"] = PAGE.replace("{{name}}", _html_escape(name)).encode()
             return reply(start_response, 200, [("Content-Type", "text/html; charset=utf-8")],
-                         page_cache["page"])
+                         search_page(name).encode())
         return reply(start_response, 404, [("Content-Type", "text/plain")], b"not found\n")
 
     return application
@@ -662,7 +651,7 @@ def default_dump(cache_dir=None, log=None):
     from . import _gcide
     cache_dir = cache_dir or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "pyparallel")
-    log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+    log = log or _stderr
     out = os.path.join(cache_dir, "gcide-pages-articles.xml")
     bar = None
     if not os.path.exists(out):
